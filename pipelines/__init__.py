@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines v2 pipelines (wiring only) and compile/submit/schedule helpers."""

@@ -1,0 +1,1 @@
+"""Subcommands of ``sam2kf``; each module defines ``add_arguments(parser)`` and ``run(args)``."""
