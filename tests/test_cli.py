@@ -14,8 +14,19 @@ SUBCOMMANDS = [name for name, _, _ in COMMANDS]
 
 
 def test_expected_subcommands() -> None:
-    expected = {"extract", "shard", "train", "evaluate", "promote", "export", "demo-data", "run",
-                "compile", "submit", "schedule"}
+    expected = {
+        "extract",
+        "shard",
+        "train",
+        "evaluate",
+        "promote",
+        "export",
+        "demo-data",
+        "run",
+        "compile",
+        "submit",
+        "schedule",
+    }
     assert expected <= set(SUBCOMMANDS)
 
 
@@ -38,6 +49,9 @@ def test_subcommand_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_console_script_version() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "sam2_core.cli", "--version"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "sam2_core.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert __version__ in out.stdout
