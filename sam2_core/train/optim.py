@@ -154,7 +154,7 @@ def assign_params(model: nn.Module, specs: list[ScheduleSpec], option: str) -> l
             names |= _owned_by_class(model, spec.module_cls_names)
         selected.append(names)
     taken: set[str] = set()
-    for i, names in enumerate(selected):
+    for names in selected:
         overlap = taken & names
         if overlap:
             raise ValueError(
