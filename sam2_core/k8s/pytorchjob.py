@@ -24,7 +24,7 @@ import hashlib
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sam2_core import __version__
@@ -96,6 +96,11 @@ class PyTorchJobSpec:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     priority_class_name: str | None = None
+    #: If set, an init container waits until this URL/path exists (e.g. the shards'
+    #: ``manifest.json``), so a job applied together with its data Job starts training only
+    #: once the data is complete instead of crash-looping through its backoffLimit.
+    wait_for: str | None = None
+    wait_timeout_s: int = 6 * 3600
 
     @property
     def elastic(self) -> bool:
@@ -282,6 +287,33 @@ def _container(spec: PyTorchJobSpec) -> dict[str, Any]:
     return container
 
 
+def _wait_container(spec: PyTorchJobSpec) -> dict[str, Any]:
+    main = _container(spec)
+    return {
+        "name": "wait-for-data",
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": [
+            "python",
+            "-m",
+            "sam2_core.k8s.retrain",
+            "wait",
+            "--path",
+            str(spec.wait_for),
+            "--timeout",
+            str(spec.wait_timeout_s),
+        ],
+        "env": main["env"],
+        **({"envFrom": main["envFrom"]} if "envFrom" in main else {}),
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        "securityContext": restricted_container_security_context(),
+        "volumeMounts": main["volumeMounts"],
+    }
+
+
 def _pod_template(spec: PyTorchJobSpec) -> dict[str, Any]:
     volumes, _ = scratch_volumes(
         tmp_size=spec.tmp_size, cache_size=spec.cache_size, shm_size=spec.shm_size
@@ -296,6 +328,8 @@ def _pod_template(spec: PyTorchJobSpec) -> dict[str, Any]:
         "containers": [_container(spec)],
         "volumes": volumes,
     }
+    if spec.wait_for:
+        pod["initContainers"] = [_wait_container(spec)]
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
@@ -389,3 +423,33 @@ def split_overrides(text: str | Sequence[str]) -> list[str]:
                 out.extend(shlex.split(line))
         return out
     return [str(t) for t in text]
+
+
+#: Fields that identify one job rather than describe a kind of job (not part of job.json).
+_PER_JOB_FIELDS = ("name", "train_args")
+
+
+def spec_to_dict(spec: PyTorchJobSpec, *, per_job: bool = False) -> dict[str, Any]:
+    """JSON-ready dict of a spec; without ``per_job`` the name and train_args are left out,
+    which is what the manifests' ConfigMap (``job.json``) stores for scheduled runs."""
+    out = {f.name: getattr(spec, f.name) for f in fields(spec)}
+    out["secret_env"] = {k: list(v) for k, v in spec.secret_env.items()}
+    if not per_job:
+        for key in _PER_JOB_FIELDS:
+            out.pop(key)
+    return out
+
+
+def spec_from_dict(data: Mapping[str, Any], **per_job: Any) -> PyTorchJobSpec:
+    """Inverse of :func:`spec_to_dict`; ``per_job`` supplies name/train_args (or overrides).
+
+    Unknown keys raise ValueError naming them, so a typo in a ConfigMap fails loudly.
+    """
+    known = {f.name for f in fields(PyTorchJobSpec)}
+    merged = {**data, **per_job}
+    unknown = sorted(set(merged) - known)
+    if unknown:
+        raise ValueError(f"unknown PyTorchJobSpec field(s) {unknown}; known: {sorted(known)}")
+    if "secret_env" in merged:
+        merged["secret_env"] = {k: (str(v[0]), str(v[1])) for k, v in merged["secret_env"].items()}
+    return PyTorchJobSpec(**merged)
