@@ -1,0 +1,312 @@
+"""Built-in demo dataset in SA-V raw format: small H.264 mp4 files plus ``<vid>_manual.json``.
+
+Every video shows textured objects on a textured, slowly panning background. Objects move,
+occlude each other (a fixed depth order per video), leave the frame and appear late. The object
+looks come from a few shared templates with small colour jitter, so similar-looking instances
+occur across videos (and sometimes twice in one video), which instance discrimination needs.
+
+Masks are computed from exactly the pixels that were drawn, in depth order: an object's mask is
+its shape minus the shapes of every object drawn above it. Annotations follow SA-V: one
+``masklet`` entry per 4 video frames (entry ``i`` is frame ``4 * i``), COCO compressed RLE.
+
+Everything is derived from ``seed``, so the output is identical on every run.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sam2_core import io as fio
+from sam2_core.data.rle import encode_rle
+
+#: Frame sizes ``(height, width)`` used in turn by the videos. Sides are even (yuv420p needs
+#: that) but deliberately not multiples of 16.
+DEFAULT_SIZES: tuple[tuple[int, int], ...] = (
+    (96, 160),
+    (120, 208),
+    (144, 176),
+    (240, 320),
+    (102, 182),
+    (180, 240),
+)
+
+FPS = 24
+ANN_EVERY = 4
+
+#: Object looks shared by all videos: (pattern, colour A, colour B).
+_TEMPLATES: tuple[tuple[str, tuple[int, int, int], tuple[int, int, int]], ...] = (
+    ("checker", (220, 40, 40), (250, 220, 200)),
+    ("stripes", (30, 70, 200), (240, 240, 90)),
+    ("dots", (40, 160, 60), (20, 30, 20)),
+    ("rings", (200, 120, 30), (60, 20, 90)),
+)
+
+
+@dataclass(frozen=True)
+class DemoObject:
+    """One object: shape patch, texture patch and trajectory (top-left corner per frame)."""
+
+    shape: np.ndarray  # bool [h, w]
+    texture: np.ndarray  # uint8 [h, w, 3]
+    x0: float
+    y0: float
+    vx: float
+    vy: float
+    wobble: float
+    appear: int  # first frame the object is drawn
+    template: int
+    bounds: tuple[float, float] | None  # (max y, max x) to bounce within; None: fly off
+
+    def position(self, t: int) -> tuple[int, int]:
+        """Integer top-left corner ``(y, x)`` at frame ``t`` (rigid motion keeps edges exact)."""
+        x = self.x0 + self.vx * t
+        y = self.y0 + self.vy * t + self.wobble * math.sin(t / 5.0)
+        if self.bounds is not None:
+            y, x = _reflect(y, self.bounds[0]), _reflect(x, self.bounds[1])
+        return round(y), round(x)
+
+
+def _reflect(v: float, hi: float) -> float:
+    """Bounce a coordinate back and forth inside ``[0, hi]`` (a triangle wave)."""
+    if hi <= 0:
+        return 0.0
+    v = abs(v) % (2 * hi)
+    return 2 * hi - v if v > hi else v
+
+
+def _pattern(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A float [h, w] in [0, 1] that mixes the template's two colours."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    period = float(rng.integers(5, 9))
+    if kind == "checker":
+        return (((yy // period) + (xx // period)) % 2).astype(np.float32)
+    if kind == "stripes":
+        ang = rng.uniform(0, math.pi)
+        return (np.sin((xx * math.cos(ang) + yy * math.sin(ang)) / period * math.pi) > 0).astype(
+            np.float32
+        )
+    if kind == "dots":
+        return ((np.hypot(yy % period - period / 2, xx % period - period / 2)) < period / 3).astype(
+            np.float32
+        )
+    r = np.hypot(yy - h / 2, xx - w / 2)
+    return ((r // (period / 2)) % 2).astype(np.float32)
+
+
+def _make_object(
+    rng: np.random.Generator,
+    *,
+    h: int,
+    w: int,
+    num_frames: int,
+    template: int,
+    late: bool,
+    leaves: bool,
+) -> DemoObject:
+    kind, col_a, col_b = _TEMPLATES[template]
+    side = min(h, w)
+    oh = int(rng.integers(side // 5, int(side // 2.5)))
+    ow = int(rng.integers(side // 5, int(side // 2.5)))
+    yy, xx = np.mgrid[0:oh, 0:ow].astype(np.float32)
+    if rng.random() < 0.5:  # ellipse
+        shape = ((yy - (oh - 1) / 2) / (oh / 2)) ** 2 + ((xx - (ow - 1) / 2) / (ow / 2)) ** 2 <= 1.0
+    else:  # rectangle with a notch, so the outline is not convex
+        shape = np.ones((oh, ow), dtype=bool)
+        shape[: oh // 3, : ow // 3] = False
+    jitter = rng.integers(-15, 16, size=3)
+    a = np.clip(np.array(col_a) + jitter, 0, 255).astype(np.float32)
+    b = np.clip(np.array(col_b) + jitter, 0, 255).astype(np.float32)
+    mix = _pattern(kind, oh, ow, rng)[..., None]
+    texture = (a * mix + b * (1.0 - mix)).astype(np.uint8)
+    # Objects bounce around inside the frame (so they cross and occlude each other), except
+    # the one that travels far enough to leave it.
+    travel = rng.uniform(1.5, 2.0) if leaves else rng.uniform(0.5, 1.2)
+    speed = travel * side / max(num_frames, 1)
+    ang = rng.uniform(0, 2 * math.pi)
+    appear = int(rng.integers(num_frames // 4, num_frames // 2 + 1)) if late else 0
+    return DemoObject(
+        shape=shape,
+        texture=texture,
+        x0=float(rng.uniform(0, max(w - ow, 1))),
+        y0=float(rng.uniform(0, max(h - oh, 1))),
+        vx=speed * math.cos(ang),
+        vy=speed * math.sin(ang),
+        wobble=float(rng.uniform(0, side / 12)),
+        appear=appear,
+        template=template,
+        bounds=None if leaves else (float(h - oh), float(w - ow)),
+    )
+
+
+def _background(rng: np.random.Generator, h: int, w: int, num_frames: int) -> np.ndarray:
+    """A smooth, textured canvas larger than the frame (the camera pans across it)."""
+    from PIL import Image
+
+    bh, bw = h + num_frames, w + num_frames
+    coarse = rng.integers(60, 200, size=(max(bh // 16, 2), max(bw // 16, 2), 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse).resize((bw, bh), Image.Resampling.BILINEAR))
+    grain = rng.integers(-12, 13, size=(bh, bw, 1))
+    return np.clip(smooth.astype(np.int16) + grain, 0, 255).astype(np.uint8)
+
+
+def _paste(dst: np.ndarray, patch: np.ndarray, y: int, x: int) -> tuple[slice, slice, slice, slice]:
+    """Clip a patch placed at (y, x) to ``dst``: returns (dst rows, dst cols, patch rows, cols)."""
+    h, w = dst.shape[:2]
+    ph, pw = patch.shape[:2]
+    y0, x0 = max(y, 0), max(x, 0)
+    y1, x1 = min(y + ph, h), min(x + pw, w)
+    if y1 <= y0 or x1 <= x0:
+        return slice(0, 0), slice(0, 0), slice(0, 0), slice(0, 0)
+    return slice(y0, y1), slice(x0, x1), slice(y0 - y, y1 - y), slice(x0 - x, x1 - x)
+
+
+def render_demo_video(
+    index: int, *, num_frames: int, seed: int, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render one demo video.
+
+    Returns:
+        frames: ``uint8 [T, H, W, 3]`` RGB.
+        masks: ``bool [T, O, H, W]`` visible pixels of each object (depth order respected:
+            objects later in the list are drawn on top).
+    """
+    h, w = size
+    rng = np.random.default_rng([seed, index])
+    num_objects = int(rng.integers(2, 5))
+    templates = [int(t) for t in rng.integers(0, len(_TEMPLATES), size=num_objects)]
+    if num_objects >= 3:
+        templates[2] = templates[0]  # a look-alike of object 0 in the same video
+    objects = [
+        _make_object(
+            rng,
+            h=h,
+            w=w,
+            num_frames=num_frames,
+            template=t,
+            late=(i == num_objects - 1 and i > 0),
+            leaves=(i == 1),
+        )
+        for i, t in enumerate(templates)
+    ]
+    bg = _background(rng, h, w, num_frames)
+    pan_y, pan_x = rng.uniform(0, 1, size=2)
+    frames = np.empty((num_frames, h, w, 3), dtype=np.uint8)
+    masks = np.zeros((num_frames, num_objects, h, w), dtype=bool)
+    for t in range(num_frames):
+        oy, ox = int(pan_y * t), int(pan_x * t)
+        frame = bg[oy : oy + h, ox : ox + w].copy()
+        full = np.zeros((num_objects, h, w), dtype=bool)
+        for k, obj in enumerate(objects):  # bottom to top
+            if t < obj.appear:
+                continue
+            y, x = obj.position(t)
+            dy, dx, py, px = _paste(frame, obj.shape, y, x)
+            shape = obj.shape[py, px]
+            frame[dy, dx][shape] = obj.texture[py, px][shape]
+            full[k, dy, dx] = shape
+        covered = np.zeros((h, w), dtype=bool)
+        for k in range(num_objects - 1, -1, -1):  # top to bottom: subtract what lies above
+            masks[t, k] = full[k] & ~covered
+            covered |= full[k]
+        frames[t] = frame
+    return frames, masks
+
+
+def encode_mp4(frames: np.ndarray, *, fps: int = FPS, crf: int = 18) -> bytes:
+    """Encode ``uint8 [T, H, W, 3]`` RGB frames as H.264 (libx264, yuv420p) in an mp4."""
+    import av
+
+    t, h, w = frames.shape[:3]
+    if h % 2 or w % 2:
+        raise ValueError(f"frame size {h}x{w}: H.264 yuv420p needs even height and width")
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        # One encoder thread keeps the bitstream byte-identical across machines.
+        stream.codec_context.options = {"preset": "veryfast", "crf": str(crf), "threads": "1"}
+        for i in range(t):
+            frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def _bucket(area: float) -> str:
+    return "small" if area < 32**2 else ("medium" if area < 96**2 else "large")
+
+
+def sav_annotation(
+    video_id: str, masks: np.ndarray, *, fps: int = FPS, ann_every: int = ANN_EVERY
+) -> dict[str, Any]:
+    """SA-V ``_manual.json`` content for ``masks`` ``bool [T, O, H, W]`` (every ``ann_every``-th frame)."""
+    t, o, h, w = masks.shape
+    ann = masks[::ann_every]  # [A, O, H, W]
+    masklet = [[encode_rle(ann[a, k]) for k in range(o)] for a in range(ann.shape[0])]
+    areas = ann.reshape(ann.shape[0], o, -1).sum(-1).astype(np.float64)  # [A, O]
+    visible = areas > 0
+    first = [float(np.argmax(visible[:, k])) if visible[:, k].any() else 0.0 for k in range(o)]
+    mean_area = [
+        float(areas[visible[:, k], k].mean()) if visible[:, k].any() else 0.0 for k in range(o)
+    ]
+    changes = [int(np.count_nonzero(np.diff(visible[:, k].astype(np.int8)))) for k in range(o)]
+    return {
+        "video_id": video_id,
+        "video_duration": t / fps,
+        "video_frame_count": float(t),
+        "video_height": float(h),
+        "video_width": float(w),
+        "video_resolution": float(h * w),
+        "video_environment": "Indoor",
+        "video_split": "train",
+        "masklet": masklet,
+        "masklet_id": list(range(o)),
+        "masklet_size_rel": [a / (h * w) for a in mean_area],
+        "masklet_size_abs": mean_area,
+        "masklet_size_bucket": [_bucket(a) for a in mean_area],
+        "masklet_visibility_changes": changes,
+        "masklet_first_appeared_frame": first,
+        "masklet_frame_count": [len(masklet)] * o,
+        "masklet_edited_frame_count": [0] * o,
+        "masklet_type": ["manual"] * o,
+        "masklet_stability_score": [None] * o,
+        "masklet_num": o,
+    }
+
+
+def write_demo_dataset(
+    *,
+    dst: str,
+    num_videos: int = 6,
+    num_frames: int = 48,
+    seed: int = 0,
+    sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES,
+) -> list[str]:
+    """Write ``num_videos`` demo videos as ``DST/<vid>.mp4`` + ``DST/<vid>_manual.json``.
+
+    ``sizes`` are ``(height, width)`` pairs (even), used in turn. Any fsspec URL works as ``dst``.
+    Returns the video ids in order. Takes about a second for the defaults.
+    """
+    if num_videos < 1 or num_frames < 1:
+        raise ValueError("num_videos and num_frames must be at least 1")
+    if not sizes:
+        raise ValueError("sizes must name at least one (height, width)")
+    ids = []
+    for i in range(num_videos):
+        vid = f"demo_{i:03d}"
+        size = tuple(sizes[i % len(sizes)])
+        frames, masks = render_demo_video(
+            i, num_frames=num_frames, seed=seed, size=(int(size[0]), int(size[1]))
+        )
+        fio.write_bytes_atomic(fio.join(dst, f"{vid}.mp4"), encode_mp4(frames))
+        fio.write_json_atomic(
+            fio.join(dst, f"{vid}_manual.json"), sav_annotation(vid, masks), indent=None
+        )
+        ids.append(vid)
+    return ids

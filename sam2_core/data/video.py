@@ -1,0 +1,195 @@
+"""PyAV video access: probing, streaming decode, and a lazy frame cache for raw SA-V videos.
+
+Decoding streams: frames are produced one at a time and only the kept ones are converted to
+RGB (the YUV->RGB conversion costs about as much as decoding itself at SA-V bitrates).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sam2_core import io as fio
+from sam2_core.data.records import DataError
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Header facts of a video: frame count (0 if the container does not say), size, rate."""
+
+    frame_count: int
+    height: int
+    width: int
+    fps: float
+    rotation: int
+
+
+def file_size(url: str) -> int:
+    fs, path = fio.get_fs(url)
+    try:
+        return int(fs.size(path))
+    except FileNotFoundError:
+        raise DataError(f"{url}: file not found") from None
+
+
+@contextlib.contextmanager
+def open_video(url: str) -> Iterator[Any]:
+    """Open a video container from a local path or any fsspec URL.
+
+    Raises DataError for a zero-byte file or one that FFmpeg cannot open.
+    """
+    import av
+
+    if file_size(url) == 0:
+        raise DataError(f"{url}: zero-byte video file")
+    fs, path = fio.get_fs(url)
+    try:
+        if fio.is_local(url):
+            container = av.open(path)
+        else:
+            # Remote: read through fsspec; small blocks because FFmpeg seeks to the moov atom.
+            fobj = fs.open(path, "rb", block_size=1 << 20)
+            container = av.open(fobj)
+    except av.FFmpegError as e:
+        raise DataError(f"{url}: cannot open video ({e})") from e
+    try:
+        if not container.streams.video:
+            raise DataError(f"{url}: no video stream")
+        yield container
+    finally:
+        container.close()
+
+
+def _rotation(frame: Any) -> int:
+    """Display rotation in degrees (multiple of 90), from the frame's display matrix."""
+    try:
+        rot = round(float(frame.rotation)) % 360
+    except (AttributeError, TypeError, ValueError):
+        return 0
+    return rot if rot in (0, 90, 180, 270) else 0
+
+
+def probe_video(url: str) -> VideoInfo:
+    """Read a video's header and decode its first frame (catches undecodable streams early)."""
+    import av
+
+    with open_video(url) as container:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 0)
+        try:
+            first = next(container.decode(stream), None)
+        except av.FFmpegError as e:
+            raise DataError(f"{url}: cannot decode video ({e})") from e
+        if first is None:
+            raise DataError(f"{url}: video has no decodable frames")
+        rot = _rotation(first)
+        h, w = first.height, first.width
+        if rot in (90, 270):
+            h, w = w, h
+        return VideoInfo(
+            frame_count=int(stream.frames or 0), height=h, width=w, fps=rate, rotation=rot
+        )
+
+
+@dataclass
+class DecodeStats:
+    """Filled in by :func:`decode_frames`: frames the header announces, frames decoded."""
+
+    header_frames: int = 0
+    decoded: int = 0
+
+
+def decode_frames(
+    url: str,
+    *,
+    keep: Callable[[int], bool],
+    threads: int = 0,
+    stats: DecodeStats | None = None,
+) -> Iterator[tuple[int, Any]]:
+    """Stream ``(frame index, PIL.Image RGB)`` for the frames where ``keep(index)`` is true.
+
+    Every frame is decoded (H.264 needs it) but only kept frames are converted to RGB. Frames
+    are rotated upright when the container carries a display rotation. ``threads`` is the
+    decoder thread count (0 = FFmpeg's choice). Decoding errors, and a stream that ends before
+    the frame count its header announces (a truncated file), raise DataError naming the file.
+    """
+    import av
+
+    stats = stats if stats is not None else DecodeStats()
+    with open_video(url) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame threads: x264 streams are not sliced
+        stream.codec_context.thread_count = threads
+        stats.header_frames = int(stream.frames or 0)
+        idx = 0
+        try:
+            for frame in container.decode(stream):
+                if keep(idx):
+                    yield idx, _to_upright_image(frame)
+                idx += 1
+        except av.FFmpegError as e:
+            raise DataError(f"{url}: corrupt video at frame {idx} ({e})") from e
+        finally:
+            stats.decoded = idx
+    if stats.header_frames and idx < stats.header_frames:
+        raise DataError(
+            f"{url}: truncated or corrupt video (decoded {idx} of {stats.header_frames} frames)"
+        )
+
+
+def _to_upright_image(frame: Any) -> Any:
+    from PIL import Image
+
+    img = frame.to_image()
+    rot = _rotation(frame)
+    if rot == 90:  # display matrix angle is counter-clockwise
+        img = img.transpose(Image.Transpose.ROTATE_90)
+    elif rot == 180:
+        img = img.transpose(Image.Transpose.ROTATE_180)
+    elif rot == 270:
+        img = img.transpose(Image.Transpose.ROTATE_270)
+    return img
+
+
+def encode_jpeg(img: Any, *, quality: int = 95) -> bytes:
+    """JPEG bytes of a PIL image (4:2:0, like OpenCV's default)."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@dataclass
+class Mp4FrameCache:
+    """``load_image_bytes`` for a raw mp4: the first call decodes every wanted frame to JPEG.
+
+    Decoding an H.264 stream for one frame costs most of decoding all of them, so the wanted
+    frames are kept (as JPEG q95) once decoded. Picklable: the cache is not pickled.
+    """
+
+    url: str
+    wanted: tuple[int, ...]
+    quality: int = 95
+    _cache: dict[int, bytes] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __call__(self, frame_index: int) -> bytes:
+        with self._lock:
+            if not self._cache:
+                wanted = set(self.wanted)
+                for idx, img in decode_frames(self.url, keep=wanted.__contains__):
+                    self._cache[idx] = encode_jpeg(img, quality=self.quality)
+        try:
+            return self._cache[frame_index]
+        except KeyError:
+            raise KeyError(f"{self.url}: frame {frame_index} was not decoded") from None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "wanted": self.wanted, "quality": self.quality}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.url, self.wanted, self.quality = state["url"], state["wanted"], state["quality"]
+        self._cache, self._lock = {}, threading.Lock()
