@@ -1,0 +1,659 @@
+"""Run ``sam2kf train`` as a PyTorchJob (or as local torchrun processes) and wait for it.
+
+:class:`PyTorchJobLauncher` talks to the API server through the official ``kubernetes`` client:
+
+* **create or attach**: the job name is derived from the pipeline run id
+  (:func:`sam2_core.k8s.pytorchjob.job_name_for_run`), so a retried launcher step gets HTTP 409
+  and attaches to the job it created before instead of starting a second one. A job of the same
+  name that belongs to another run is an error; one that already *failed* is deleted and created
+  again (that is what a retry asks for).
+* **watch**: polls ``status.conditions`` (Created/Running/Restarting/Succeeded/Failed). Polling a
+  GET survives API-server restarts and dropped watch connections, which silently stall watches.
+* **logs**: a background thread follows the Master pod's log and copies it into this process's
+  stdout (= the KFP step's log), re-attaching after pod restarts without repeating lines.
+* **failure**: raises :class:`JobFailed` carrying the job's reason/message, the containers'
+  termination reasons (e.g. ``OOMKilled``) and the last log lines.
+* **timeout**: raises :class:`JobTimeout` after ``timeout_s`` and deletes the job.
+* **cancel**: SIGTERM (what KFP/Argo sends when a run is cancelled) deletes the job.
+* **RBAC**: a 403 becomes :class:`RBACError` naming the verb, resource and service account.
+
+:class:`LocalBackend` runs the same command under ``torchrun`` (``python -m
+torch.distributed.run``) as local processes, with the operator's ``PET_*`` environment contract.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+GROUP = "kubeflow.org"
+VERSION = "v1"
+PLURAL = "pytorchjobs"
+#: Annotation holding the pipeline run id; a 409 on create is an attach only when it matches.
+RUN_ID_ANNOTATION = "sam2kf.io/run-id"
+TERMINAL = ("Succeeded", "Failed")
+
+
+class LaunchError(RuntimeError):
+    """The training job could not be run to success."""
+
+
+class RBACError(LaunchError):
+    """The service account lacks a permission (HTTP 403)."""
+
+
+class JobFailed(LaunchError):
+    """The job reached the Failed condition."""
+
+
+class JobTimeout(LaunchError):
+    """The job did not finish within the timeout."""
+
+
+class JobCancelled(LaunchError):
+    """The launcher was asked to stop (SIGTERM/SIGINT) and deleted the job."""
+
+
+@dataclass
+class JobResult:
+    name: str
+    namespace: str
+    state: str
+    attached: bool
+    reason: str = ""
+    message: str = ""
+    log_tail: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------- helpers
+def load_api_client(*, kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """An ApiClient from the in-cluster service account, else from a kubeconfig."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException:
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+        return client.ApiClient(cfg)
+
+
+def _service_account_from(message: str) -> str:
+    m = re.search(r'User "system:serviceaccount:([^:"]+):([^"]+)"', message)
+    if m:
+        return f"service account {m.group(2)!r} in namespace {m.group(1)!r}"
+    m = re.search(r'User "([^"]+)"', message)
+    return f"user {m.group(1)!r}" if m else "the launcher's service account"
+
+
+def rbac_error(exc: Any, *, verb: str, resource: str, group: str, namespace: str) -> RBACError:
+    """Turn a 403 ApiException into a message that says exactly which permission is missing."""
+    body = getattr(exc, "body", "") or ""
+    try:
+        message = json.loads(body).get("message", body)
+    except (ValueError, AttributeError):
+        message = str(body)
+    who = _service_account_from(message)
+    api_group = group or '""  (core)'
+    return RBACError(
+        f"RBAC: {who} may not '{verb}' resource '{resource}' (apiGroup {api_group}) in namespace "
+        f"'{namespace}'. Grant it with a Role/RoleBinding, e.g. rules: - apiGroups: "
+        f"[{group!r}] resources: [{resource!r}] verbs: [{verb!r}] (see manifests/ for the "
+        f"launcher Role). API server said: {message}"
+    )
+
+
+def current_state(job: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(state, reason, message) from the newest condition whose status is "True"."""
+    conds = [
+        c for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"
+    ]
+    if not conds:
+        return "Pending", "", ""
+    # Terminal conditions win regardless of order; otherwise the last one listed is newest.
+    for c in conds:
+        if c.get("type") in TERMINAL:
+            return str(c["type"]), str(c.get("reason", "")), str(c.get("message", ""))
+    c = conds[-1]
+    return str(c.get("type", "Pending")), str(c.get("reason", "")), str(c.get("message", ""))
+
+
+def master_pod_selector(job_name: str) -> str:
+    return f"training.kubeflow.org/job-name={job_name},training.kubeflow.org/replica-type=master"
+
+
+def _lines(resp: Any) -> Iterator[str]:
+    """Whole lines of a streamed (``_preload_content=False``) response; chunks split anywhere."""
+    buf = b""
+    for chunk in resp.stream(amt=65536, decode_content=True):
+        buf += chunk
+        *done, buf = buf.split(b"\n")
+        for raw in done:
+            yield raw.decode("utf-8", "replace")
+    if buf:
+        yield buf.decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------------------- launcher
+class PyTorchJobLauncher:
+    """Create/attach, watch, stream logs, time out and cancel one PyTorchJob."""
+
+    def __init__(
+        self,
+        *,
+        api_client: Any = None,
+        namespace: str = "default",
+        poll_interval_s: float = 10.0,
+        timeout_s: float = 7 * 24 * 3600.0,
+        log_tail_lines: int = 50,
+        delete_on_timeout: bool = True,
+        out: IO[str] | None = None,
+    ) -> None:
+        from kubernetes import client
+
+        self.api_client = api_client if api_client is not None else load_api_client()
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+        self.namespace = namespace
+        self.poll_interval_s = poll_interval_s
+        self.timeout_s = timeout_s
+        self.delete_on_timeout = delete_on_timeout
+        self.out = out or sys.stdout
+        self.tail: collections.deque[str] = collections.deque(maxlen=log_tail_lines)
+        self._stop = threading.Event()
+        self._cancel = threading.Event()
+
+    # -- API calls with RBAC-aware errors ---------------------------------------------------
+    @contextlib.contextmanager
+    def _api(self, verb: str, resource: str, group: str = GROUP) -> Iterator[None]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            yield
+        except ApiException as exc:
+            if exc.status == 403:
+                raise rbac_error(
+                    exc, verb=verb, resource=resource, group=group, namespace=self.namespace
+                ) from None
+            raise
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            with self._api("get", PLURAL):
+                return dict(
+                    self.custom.get_namespaced_custom_object(
+                        GROUP, VERSION, self.namespace, PLURAL, name
+                    )
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def delete(self, name: str) -> None:
+        """Delete the job and its pods (foreground); a missing job is fine."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            with self._api("delete", PLURAL):
+                self.custom.delete_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    name,
+                    body=client.V1DeleteOptions(propagation_policy="Foreground"),
+                )
+            self._say(f"deleted PyTorchJob {self.namespace}/{name}")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def create_or_attach(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create the job; on 409 attach to the existing one of the same run. -> (job, attached)."""
+        from kubernetes.client.exceptions import ApiException
+
+        name = manifest["metadata"]["name"]
+        run_id = (manifest["metadata"].get("annotations") or {}).get(RUN_ID_ANNOTATION)
+        for _ in range(2):
+            try:
+                with self._api("create", PLURAL):
+                    created = self.custom.create_namespaced_custom_object(
+                        GROUP, VERSION, self.namespace, PLURAL, manifest
+                    )
+                self._say(f"created PyTorchJob {self.namespace}/{name}")
+                return dict(created), False
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            existing = self.get(name)
+            if existing is None:  # deleted between our create and get: create again
+                continue
+            theirs = (existing.get("metadata", {}).get("annotations") or {}).get(RUN_ID_ANNOTATION)
+            if run_id and theirs and theirs != run_id:
+                raise LaunchError(
+                    f"PyTorchJob {self.namespace}/{name} exists but belongs to run {theirs!r}, "
+                    f"not {run_id!r}; delete it or use another job name prefix"
+                )
+            state, _, _ = current_state(existing)
+            if state != "Failed":
+                self._say(f"attached to existing PyTorchJob {self.namespace}/{name} ({state})")
+                return existing, True
+            self._say(f"PyTorchJob {name} exists and Failed: deleting it to retry")
+            self.delete(name)
+            self._wait_gone(name)
+        raise LaunchError(f"could not create PyTorchJob {self.namespace}/{name}")
+
+    def _wait_gone(self, name: str, limit_s: float = 300.0) -> None:
+        deadline = time.monotonic() + limit_s
+        while self.get(name) is not None:
+            if time.monotonic() > deadline:
+                raise LaunchError(f"PyTorchJob {name} was not deleted within {limit_s:.0f}s")
+            time.sleep(self.poll_interval_s)
+
+    # -- logs -------------------------------------------------------------------------------
+    def _say(self, text: str) -> None:
+        print(f"[launcher] {text}", file=self.out, flush=True)
+
+    def _master_pod(self, name: str) -> str | None:
+        with self._api("list", "pods", group=""):
+            pods = self.core.list_namespaced_pod(
+                self.namespace, label_selector=master_pod_selector(name)
+            )
+        items = sorted(pods.items or [], key=lambda p: p.metadata.creation_timestamp or 0)
+        return items[-1].metadata.name if items else None
+
+    def _follow_logs(self, name: str) -> None:
+        """Copy the Master's log to ``out``; re-attach after restarts, skipping seen lines."""
+        from kubernetes.client.exceptions import ApiException
+
+        last_stamp = ""
+        while not self._stop.is_set():
+            try:
+                pod = self._master_pod(name)
+                if pod is None:
+                    self._stop.wait(self.poll_interval_s)
+                    continue
+                with self._api("get", "pods/log", group=""):
+                    resp = self.core.read_namespaced_pod_log(
+                        pod, self.namespace, follow=True, timestamps=True, _preload_content=False
+                    )
+                for line in _lines(resp):
+                    stamp, _, text = line.partition(" ")
+                    if stamp and stamp <= last_stamp:
+                        continue  # already printed before a re-attach
+                    last_stamp = stamp or last_stamp
+                    self.tail.append(text)
+                    print(f"[{pod}] {text}", file=self.out, flush=True)
+            except RBACError as exc:
+                self._say(f"cannot read logs: {exc}")
+                return
+            except ApiException as exc:
+                # 400: container still creating; 404: pod replaced. Both are transient.
+                log.debug("log stream for %s: %s", name, exc.reason)
+            except Exception as exc:  # connection drops: try again
+                log.debug("log stream for %s ended: %s", name, exc)
+            self._stop.wait(self.poll_interval_s)
+
+    def _termination_reasons(self, name: str) -> list[str]:
+        try:
+            with self._api("list", "pods", group=""):
+                pods = self.core.list_namespaced_pod(
+                    self.namespace, label_selector=f"training.kubeflow.org/job-name={name}"
+                )
+        except Exception:
+            return []
+        out = []
+        for pod in pods.items or []:
+            for cs in (pod.status.container_statuses or []) if pod.status else []:
+                term = (cs.state and cs.state.terminated) or (
+                    cs.last_state and cs.last_state.terminated
+                )
+                if term and (term.exit_code or 0) != 0:
+                    out.append(
+                        f"{pod.metadata.name}/{cs.name}: {term.reason} (exit {term.exit_code})"
+                    )
+        return out
+
+    # -- main loop ----------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Ask :meth:`launch` to stop; it deletes the job and raises :class:`JobCancelled`."""
+        self._cancel.set()
+
+    @contextlib.contextmanager
+    def cancel_on_signals(self) -> Iterator[None]:
+        """Route SIGTERM/SIGINT to :meth:`cancel` while launching (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def handler(signum: int, frame: Any) -> None:
+            self._say(f"received signal {signum}: cancelling")
+            self.cancel()
+
+        for s in previous:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def launch(self, manifest: dict[str, Any]) -> JobResult:
+        """Create (or attach to) the job, follow it to a terminal state and return the result."""
+        self.namespace = manifest["metadata"].get("namespace") or self.namespace
+        name = manifest["metadata"]["name"]
+        with self.cancel_on_signals():
+            job, attached = self.create_or_attach(manifest)
+            logs = threading.Thread(target=self._follow_logs, args=(name,), daemon=True)
+            logs.start()
+            try:
+                return self._wait(name, job, attached)
+            finally:
+                self._stop.set()
+                logs.join(timeout=5.0)
+
+    def _wait(self, name: str, job: dict[str, Any] | None, attached: bool) -> JobResult:
+        deadline = time.monotonic() + self.timeout_s
+        seen_state = ""
+        while True:
+            if self._cancel.is_set():
+                self.delete(name)
+                raise JobCancelled(
+                    f"launcher cancelled; PyTorchJob {self.namespace}/{name} deleted"
+                )
+            if job is None:
+                raise LaunchError(
+                    f"PyTorchJob {self.namespace}/{name} disappeared (deleted by someone?)"
+                )
+            state, reason, message = current_state(job)
+            if state != seen_state:
+                self._say(f"PyTorchJob {name}: {state} {reason} {message}".rstrip())
+                seen_state = state
+            if state == "Succeeded":
+                self._drain_logs()
+                return JobResult(
+                    name, self.namespace, state, attached, reason, message, list(self.tail)
+                )
+            if state == "Failed":
+                self._drain_logs()
+                details = "; ".join(self._termination_reasons(name))
+                tail = "\n".join(self.tail)
+                raise JobFailed(
+                    f"PyTorchJob {self.namespace}/{name} failed: {reason}: {message}"
+                    + (f"\ncontainers: {details}" if details else "")
+                    + f"\nlast {len(self.tail)} log lines of the master:\n{tail}"
+                )
+            if time.monotonic() > deadline:
+                if self.delete_on_timeout:
+                    self.delete(name)
+                tail = "\n".join(self.tail)
+                raise JobTimeout(
+                    f"PyTorchJob {self.namespace}/{name} did not finish within {self.timeout_s:.0f}s "
+                    f"(last state {state})\nlast {len(self.tail)} log lines:\n{tail}"
+                )
+            self._cancel.wait(self.poll_interval_s)
+            if not self._cancel.is_set():
+                job = self.get(name)
+
+    def _drain_logs(self) -> None:
+        # Give the log thread a moment to copy the final lines before we report.
+        time.sleep(min(1.0, 2 * self.poll_interval_s))
+
+
+# --------------------------------------------------------------------------------------- backends
+@dataclass
+class TrainRequest:
+    """One training run, independent of where it executes."""
+
+    run_id: str
+    train_args: list[str]
+    num_nodes: int = 1
+    nproc_per_node: int = 1
+    gpus_per_node: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 7 * 24 * 3600.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def torchrun_argv(*, nproc_per_node: int, train_args: list[str]) -> list[str]:
+    """The PyTorchJob container's command, runnable here: same flags, this interpreter."""
+    from sam2_core.k8s.pytorchjob import PyTorchJobSpec, torchrun_command
+
+    cmd = torchrun_command(
+        PyTorchJobSpec(
+            name="local", image="local:0", train_args=train_args, nproc_per_node=nproc_per_node
+        )
+    )
+    assert cmd[0] == "torchrun"
+    exe_dir = os.path.dirname(sys.executable)
+    sam2kf = os.path.join(exe_dir, "sam2kf")
+    argv = [sys.executable, "-m", "torch.distributed.run", *cmd[1:]]
+    # --no-python execs the console script; use this environment's copy if it is there.
+    return [sam2kf if a == "sam2kf" and os.path.exists(sam2kf) else a for a in argv]
+
+
+class LocalBackend:
+    """Run the training command as ``num_nodes`` local torchrun agents (one per "pod").
+
+    Each agent gets the env a PyTorchJob pod gets from the Training Operator (``PET_NNODES``,
+    ``PET_NODE_RANK``, ``PET_MASTER_ADDR``/``PORT``, ``MASTER_*``, ``PYTHONUNBUFFERED``), so
+    torchrun reads the same defaults and the trainer sees RANK/LOCAL_RANK/WORLD_SIZE as on the
+    cluster. Output is streamed into this process's stdout.
+    """
+
+    def __init__(self, *, out: IO[str] | None = None, cwd: str | None = None) -> None:
+        self.out = out or sys.stdout
+        self.cwd = cwd
+
+    def env_for(self, req: TrainRequest, *, node_rank: int, port: int) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(req.env)
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "PET_MASTER_ADDR": "127.0.0.1",
+                "PET_MASTER_PORT": str(port),
+                "PET_NNODES": str(req.num_nodes),
+                "PET_NODE_RANK": str(node_rank),
+                "PET_NPROC_PER_NODE": str(req.nproc_per_node),
+                "WORLD_SIZE": str(req.num_nodes * req.nproc_per_node),
+            }
+        )
+        if req.gpus_per_node == 0:
+            env.setdefault("CUDA_VISIBLE_DEVICES", "")
+        return env
+
+    def run(self, req: TrainRequest, *, program: list[str] | None = None) -> JobResult:
+        """Run and wait; ``program`` replaces ``sam2kf train`` (e.g. a script, for tests)."""
+        argv = torchrun_argv(nproc_per_node=req.nproc_per_node, train_args=req.train_args)
+        if program is not None:
+            argv = argv[: argv.index("--no-python") + 1] + list(program)
+        port = _free_port()
+        print(f"[local] {' '.join(argv)}  (x{req.num_nodes} nodes)", file=self.out, flush=True)
+        procs = [
+            subprocess.Popen(
+                argv,
+                env=self.env_for(req, node_rank=rank, port=port),
+                cwd=self.cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for rank in range(req.num_nodes)
+        ]
+        tail: collections.deque[str] = collections.deque(maxlen=50)
+        pumps = [
+            threading.Thread(target=_pump, args=(p, f"node{i}", self.out, tail), daemon=True)
+            for i, p in enumerate(procs)
+        ]
+        for t in pumps:
+            t.start()
+        deadline = time.monotonic() + req.timeout_s
+        try:
+            while any(p.poll() is None for p in procs):
+                if time.monotonic() > deadline:
+                    raise JobTimeout(f"local training did not finish within {req.timeout_s:.0f}s")
+                if any(p.poll() not in (None, 0) for p in procs):
+                    break  # one agent failed: do not wait for the others to hang in a collective
+                time.sleep(0.2)
+        finally:
+            _stop_all(procs)
+            for t in pumps:
+                t.join(timeout=5.0)
+        codes = [p.returncode for p in procs]
+        if any(codes):
+            raise JobFailed(
+                f"local torchrun failed (exit codes {codes})\nlast {len(tail)} log lines:\n"
+                + "\n".join(tail)
+            )
+        return JobResult("local", "", "Succeeded", False, log_tail=list(tail))
+
+
+def _pump(
+    proc: subprocess.Popen[str], tag: str, out: IO[str], tail: collections.deque[str]
+) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        tail.append(line.rstrip("\n"))
+        print(f"[{tag}] {line}", end="", file=out, flush=True)
+
+
+def _stop_all(procs: list[subprocess.Popen[str]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@dataclass
+class ClusterOptions:
+    """Where and how the PyTorchJob runs (everything not in :class:`TrainRequest`)."""
+
+    namespace: str = "default"
+    image: str = ""
+    service_account: str = "sam2kf-trainer"
+    cpu: str = "4"
+    memory: str = "16Gi"
+    pvc_claim: str | None = None
+    pvc_mount_path: str = "/data"
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)
+    env_from_secrets: list[str] = field(default_factory=list)
+    poll_interval_s: float = 10.0
+
+
+class PyTorchJobBackend:
+    """Render the PyTorchJob for a :class:`TrainRequest` and run it with the launcher."""
+
+    def __init__(
+        self, options: ClusterOptions, *, api_client: Any = None, out: IO[str] | None = None
+    ) -> None:
+        self.options = options
+        self.api_client = api_client
+        self.out = out
+
+    def manifest(self, req: TrainRequest) -> dict[str, Any]:
+        from sam2_core import image_ref
+        from sam2_core.k8s.pytorchjob import PyTorchJobSpec, job_name_for_run, render_pytorchjob
+
+        o = self.options
+        spec = PyTorchJobSpec(
+            name=job_name_for_run(req.run_id),
+            namespace=o.namespace,
+            image=o.image or image_ref(flavour="train"),
+            train_args=list(req.train_args),
+            num_nodes=req.num_nodes,
+            nproc_per_node=req.nproc_per_node,
+            gpus_per_node=req.gpus_per_node,
+            cpu=o.cpu,
+            memory=o.memory,
+            env=dict(req.env),
+            secret_env=dict(o.secret_env),
+            env_from_secrets=list(o.env_from_secrets),
+            service_account=o.service_account,
+            pvc_claim=o.pvc_claim,
+            pvc_mount_path=o.pvc_mount_path,
+            node_selector=dict(o.node_selector),
+            tolerations=list(o.tolerations),
+            active_deadline_seconds=int(req.timeout_s),
+            annotations={RUN_ID_ANNOTATION: req.run_id},
+        )
+        return render_pytorchjob(spec)
+
+    def run(self, req: TrainRequest) -> JobResult:
+        launcher = PyTorchJobLauncher(
+            api_client=self.api_client,
+            namespace=self.options.namespace,
+            poll_interval_s=self.options.poll_interval_s,
+            timeout_s=req.timeout_s,
+            out=self.out,
+        )
+        return launcher.launch(self.manifest(req))
+
+
+def make_backend(name: str, **kwargs: Any) -> LocalBackend | PyTorchJobBackend:
+    """``"local"`` -> :class:`LocalBackend`; ``"pytorchjob"`` -> :class:`PyTorchJobBackend`."""
+    if name == "local":
+        return LocalBackend(out=kwargs.get("out"))
+    if name == "pytorchjob":
+        return PyTorchJobBackend(kwargs.pop("options", ClusterOptions()), **kwargs)
+    raise ValueError(f"unknown launcher backend {name!r} (expected 'pytorchjob' or 'local')")
+
+
+def format_env(env: Mapping[str, str]) -> str:
+    """Human-readable env listing with secrets masked (for step logs)."""
+    secretish = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD)", re.IGNORECASE)
+    return ", ".join(f"{k}={'***' if secretish.search(k) else v}" for k, v in sorted(env.items()))
+
+
+__all__ = [
+    "ClusterOptions",
+    "JobCancelled",
+    "JobFailed",
+    "JobResult",
+    "JobTimeout",
+    "LaunchError",
+    "LocalBackend",
+    "PyTorchJobBackend",
+    "PyTorchJobLauncher",
+    "RBACError",
+    "TrainRequest",
+    "current_state",
+    "load_api_client",
+    "make_backend",
+    "torchrun_argv",
+]
