@@ -237,7 +237,7 @@ class Hiera(nn.Module):
             torch.zeros(1, embed_dim, window_spec[0], window_spec[0])
         )
 
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         cur_stage = 1
         self.blocks = nn.ModuleList()
         for i in range(depth):
