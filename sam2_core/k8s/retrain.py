@@ -23,6 +23,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -107,7 +108,12 @@ def build_spec(
     overrides = split_overrides(_read(overrides_path)) if overrides_path.exists() else []
     train_args = [*overrides, f"data.shards={shards}", f"trainer.output_dir={output_dir}"]
     try:
-        return spec_from_dict(shared, name=name or job_name_for_run(run_id), train_args=train_args)
+        namespace = namespace or os.environ.get("POD_NAMESPACE") or shared.get("namespace")
+        return spec_from_dict(
+            {**shared, "namespace": namespace or "default"},
+            name=name or job_name_for_run(run_id),
+            train_args=train_args,
+        )
     except (TypeError, ValueError) as e:
         raise SystemExit(f"{job_path}: {e}") from e
 
@@ -303,6 +309,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         shards=args.shards,
         output_dir=args.output_dir,
         name=args.name,
+        namespace=args.namespace,
     )
     cfg = load_retrain_config(args.config_dir)
     return _launch(
@@ -422,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", required=True, help="dir with job.json and overrides.txt")
     p.add_argument("--run-id", required=True, help="stable run id; the job name derives from it")
     p.add_argument("--name", default=None, help="explicit job name instead of the derived one")
+    p.add_argument("--namespace", default=None, help="default: $POD_NAMESPACE, else job.json's")
     p.add_argument("--shards", required=True, help="data.shards for sam2kf train")
     p.add_argument("--output-dir", required=True, help="trainer.output_dir for sam2kf train")
     p.add_argument("--wait", action="store_true", help="wait until the job finishes")

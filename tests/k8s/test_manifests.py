@@ -1,0 +1,265 @@
+"""manifests/: kustomize builds, strict schema validation, restricted pods, least-privilege RBAC,
+generated files up to date, and the CronJob's retraining path dry-run here."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sam2_core import image_ref
+from sam2_core.k8s import retrain
+from sam2_core.k8s.pytorchjob import image_is_pinned, render_pytorchjob
+from sam2_core.k8s.render_manifests import CONFIGMAP_NAME, OVERLAYS, rendered_files
+from sam2_core.k8s.validate import check_restricted_pod, pod_specs_of, validate_pytorchjob
+
+from .k8s_helpers import K8S_VERSION, MANIFESTS, OVERLAY_NAMES, by_kind, crd_path, kustomize
+
+CORE_KINDS = {
+    "Namespace",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "PersistentVolumeClaim",
+    "ConfigMap",
+    "Job",
+    "CronJob",
+}
+EXPECTED_ROLE_RULES = [
+    {
+        "apiGroups": ["kubeflow.org"],
+        "resources": ["pytorchjobs"],
+        "verbs": ["create", "get", "list", "watch", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+]
+
+
+@pytest.fixture(params=OVERLAY_NAMES)
+def overlay(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _objs(overlay: str) -> list[dict[str, Any]]:
+    return kustomize(MANIFESTS / "overlays" / overlay)
+
+
+def test_generated_files_are_up_to_date() -> None:
+    """pytorchjob.yaml / train-config.yaml are exactly what render_manifests produces."""
+    for path, text in rendered_files(MANIFESTS).items():
+        assert path.exists(), f"{path} missing: python -m sam2_core.k8s.render_manifests"
+        assert path.read_text() == text, f"{path} stale: python -m sam2_core.k8s.render_manifests"
+
+
+def test_overlay_has_every_kind_in_its_namespace(overlay: str) -> None:
+    objs = _objs(overlay)
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == sorted([*CORE_KINDS, "ServiceAccount", "PyTorchJob"])
+    ns = OVERLAYS[overlay].namespace
+    (namespace,) = by_kind(objs, "Namespace")
+    assert namespace["metadata"]["name"] == ns
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for o in objs:
+        if o["kind"] != "Namespace":
+            assert o["metadata"]["namespace"] == ns, o["metadata"]["name"]
+    assert not by_kind(objs, "ClusterRole") and not by_kind(objs, "ClusterRoleBinding")
+
+
+def test_core_kinds_validate_strictly(overlay: str) -> None:
+    import kubernetes_validate
+
+    for o in _objs(overlay):
+        if o["kind"] in CORE_KINDS:
+            kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+
+
+def test_strict_validation_catches_a_typo() -> None:
+    import kubernetes_validate
+
+    (cron,) = by_kind(_objs("dev"), "CronJob")
+    cron["spec"]["concurrencyPolicyy"] = "Forbid"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(cron, K8S_VERSION, strict=True)
+
+
+def test_pytorchjob_matches_renderer_and_crd(overlay: str, shared: Path) -> None:
+    (job,) = by_kind(_objs(overlay), "PyTorchJob")
+    assert job == render_pytorchjob(OVERLAYS[overlay].spec())
+    assert validate_pytorchjob(job, crd_path(shared)) == []
+
+
+def test_every_pod_is_restricted(overlay: str) -> None:
+    pods = [p for o in _objs(overlay) for p in pod_specs_of(o)]
+    assert len(pods) >= 3  # data Job, CronJob, PyTorchJob replica(s)
+    for where, pod in pods:
+        assert check_restricted_pod(pod) == [], where
+
+
+def test_role_grants_exactly_what_the_launcher_needs(overlay: str) -> None:
+    objs = _objs(overlay)
+    (role,) = by_kind(objs, "Role")
+    assert role["rules"] == EXPECTED_ROLE_RULES
+    (binding,) = by_kind(objs, "RoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": "sam2kf-launcher",
+            "namespace": OVERLAYS[overlay].namespace,
+        }
+    ]
+    # only the launcher identity reaches the API; workload pods get no token
+    accounts = {
+        p.get("serviceAccountName"): p.get("automountServiceAccountToken")
+        for o in objs
+        for _, p in pod_specs_of(o)
+    }
+    assert accounts == {"sam2kf-trainer": False, "sam2kf-launcher": True}
+    sas = {s["metadata"]["name"]: s for s in by_kind(objs, "ServiceAccount")}
+    assert sas["sam2kf-trainer"]["automountServiceAccountToken"] is False
+
+
+def test_images_are_pinned_to_the_package_version(overlay: str) -> None:
+    allowed = {image_ref(flavour="train"), image_ref(flavour="data")}
+    for o in _objs(overlay):
+        for where, pod in pod_specs_of(o):
+            for c in [*pod.get("initContainers", []), *pod["containers"]]:
+                assert image_is_pinned(c["image"]), where
+                assert c["image"] in allowed, (where, c["image"])
+
+
+def test_pvc_is_read_write_many(overlay: str) -> None:
+    (pvc,) = by_kind(_objs(overlay), "PersistentVolumeClaim")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_cronjob_schedule_policy(overlay: str) -> None:
+    objs = _objs(overlay)
+    (cron,) = by_kind(objs, "CronJob")
+    spec = cron["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    # the run id (hence the PyTorchJob name) is the Job's name: stable across pod retries
+    assert env["RUN_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['batch.kubernetes.io/job-name']"
+    )
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == CONFIGMAP_NAME
+    assert by_kind(objs, "ConfigMap")[0]["metadata"]["name"] == CONFIGMAP_NAME
+
+
+def test_overlay_sizes() -> None:
+    dev = render_pytorchjob(OVERLAYS["dev"].spec())
+    prod = render_pytorchjob(OVERLAYS["prod"].spec())
+    assert list(dev["spec"]["pytorchReplicaSpecs"]) == ["Master"]
+    dev_c = dev["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in dev_c["resources"]["limits"]
+    assert "model=tiny" in dev_c["command"] and "trainer.device=cpu" in dev_c["command"]
+    assert prod["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1  # 2 nodes
+    assert prod["spec"]["nprocPerNode"] == "8"
+    prod_c = prod["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
+    assert prod_c["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert "model=sam2.1_hiera_b+" in prod_c["command"]
+
+
+def test_every_manifest_file_opens_with_operating_commands() -> None:
+    files = sorted(MANIFESTS.rglob("*.yaml"))
+    assert len(files) >= 12
+    for f in files:
+        head = [ln for ln in f.read_text().splitlines() if ln.startswith("#")]
+        text = "\n".join(head).lower()
+        assert f.read_text().startswith("#"), f
+        for word in ("apply:", "check:", "logs:", "clean up:"):
+            assert word in text, f"{f} lacks '{word}' in its header"
+
+
+def _write_configmap(overlay: str, dest: Path) -> Path:
+    (cm,) = [
+        c for c in by_kind(_objs(overlay), "ConfigMap") if c["metadata"]["name"] == CONFIGMAP_NAME
+    ]
+    for key, value in cm["data"].items():
+        (dest / key).write_text(value)
+    return dest
+
+
+def test_cronjob_run_renders_a_valid_job(
+    overlay: str, tmp_path: Path, shared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CronJob's program, fed the overlay's ConfigMap, renders the same job as the one-off
+    manifest except for the run-specific name and data locations."""
+    monkeypatch.setenv("POD_NAMESPACE", OVERLAYS[overlay].namespace)
+    cfg = _write_configmap(overlay, tmp_path)
+    plan = retrain.cron_plan(cfg, "sam2kf-retrain-29371200")
+    assert plan["mode"] == "pytorchjob"
+    job = plan["job"]
+    assert validate_pytorchjob(job, crd_path(shared)) == []
+    assert job["metadata"]["name"] == retrain.job_name_for_run("sam2kf-retrain-29371200")
+    assert plan["shards"] == "/data/work/sam2kf-retrain-29371200/shards"
+    one_off = render_pytorchjob(OVERLAYS[overlay].spec())
+
+    def normalise(j: dict[str, Any]) -> dict[str, Any]:
+        j = copy.deepcopy(j)
+        j["metadata"]["name"] = "X"
+        j["spec"].pop("elasticPolicy", None)
+        for r in j["spec"]["pytorchReplicaSpecs"].values():
+            pod = r["template"]["spec"]
+            pod.pop("initContainers", None)
+            pod["containers"][0]["command"] = [
+                a
+                for a in pod["containers"][0]["command"]
+                if not a.startswith(("data.", "trainer.output_dir"))
+            ]
+        return j
+
+    assert normalise(job) == normalise(one_off)
+
+
+def test_cronjob_kfp_mode(tmp_path: Path) -> None:
+    cfg = _write_configmap("prod", tmp_path)
+    data = json.loads((cfg / "retrain.json").read_text())
+    data.update(kfp_host="https://kfp.example.com", submit_args=["--experiment", "retrain"])
+    (cfg / "retrain.json").write_text(json.dumps(data))
+    plan = retrain.cron_plan(cfg, "r1")
+    assert plan == {
+        "mode": "kfp",
+        "command": [
+            "sam2kf",
+            "submit",
+            "--host",
+            "https://kfp.example.com",
+            "--experiment",
+            "retrain",
+        ],
+    }
+
+
+def test_cron_cli_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _write_configmap("dev", tmp_path)
+    assert (
+        retrain.main(["cron", "--config-dir", str(cfg), "--run-id", "manual-1", "--dry-run"]) == 0
+    )
+    plan = yaml.safe_load(capsys.readouterr().out)
+    assert plan["job"]["kind"] == "PyTorchJob"
+    assert plan["output_dir"] == "/data/runs/manual-1"
+
+
+def test_bad_configmap_is_reported_with_its_file(tmp_path: Path) -> None:
+    cfg = _write_configmap("dev", tmp_path)
+    data = json.loads((cfg / "job.json").read_text())
+    data["gpu_per_node"] = 1
+    (cfg / "job.json").write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match=r"job\.json.*gpu_per_node"):
+        retrain.cron_plan(cfg, "r1")

@@ -1,0 +1,389 @@
+"""PyTorchJob rendering: golden files, CRD + webhook validation, torchrun contract, job names."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sam2_core import image_ref
+from sam2_core.k8s.pytorchjob import (
+    PyTorchJobSpec,
+    job_name_for_run,
+    render_pytorchjob,
+    replica_counts,
+    spec_from_dict,
+    spec_to_dict,
+    split_overrides,
+    torchrun_command,
+)
+from sam2_core.k8s.validate import check_restricted_pod, pod_specs_of, validate_pytorchjob
+
+from .k8s_helpers import crd_path
+
+GOLDEN = Path(__file__).parent / "golden"
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _specs() -> dict[str, PyTorchJobSpec]:
+    """The specs whose renderings are committed under tests/k8s/golden/."""
+    return {
+        "cpu_single": PyTorchJobSpec(
+            name="sam2-train-smoke",
+            namespace="ml",
+            image=image_ref(flavour="data"),
+            train_args=["model=tiny", "experiment=smoke", "trainer.max_steps=2"],
+            nproc_per_node=2,
+            cpu="2",
+            memory="4Gi",
+            shm_size="1Gi",
+        ),
+        "gpu_multinode": PyTorchJobSpec(
+            name=job_name_for_run("kfp-run-7f3a9c"),
+            namespace="kubeflow-user",
+            image=image_ref(flavour="train"),
+            train_args=[
+                "model=sam2.1_hiera_b+",
+                "data.shards=gs://bucket/datasets/sav/v3",
+                "trainer.output_dir=gs://bucket/runs/kfp-run-7f3a9c",
+            ],
+            num_nodes=4,
+            nproc_per_node=8,
+            gpus_per_node=8,
+            cpu="96",
+            memory="900Gi",
+            shm_size="128Gi",
+            env={"NCCL_DEBUG": "WARN"},
+            secret_env={"AWS_SECRET_ACCESS_KEY": ("mlpipeline-minio-artifact", "secretkey")},
+            env_from_secrets=["gcs-credentials"],
+            pvc_claim="sam2kf-data",
+            node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            active_deadline_seconds=86400,
+            labels={"pipelines.kubeflow.org/run-id": "7f3a9c"},
+        ),
+        "elastic": PyTorchJobSpec(
+            name="sam2-train-elastic",
+            namespace="ml",
+            image=image_ref(flavour="train"),
+            train_args=["model=sam2.1_hiera_s"],
+            num_nodes=2,
+            nproc_per_node=4,
+            gpus_per_node=4,
+            elastic_min_nodes=2,
+            elastic_max_nodes=4,
+            clean_pod_policy="All",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_specs()))
+def test_golden_rendering(case: str) -> None:
+    rendered = yaml.safe_dump(render_pytorchjob(_specs()[case]), sort_keys=False)
+    path = GOLDEN / f"pytorchjob_{case}.yaml"
+    if os.environ.get("SAM2KF_UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(rendered)
+    assert path.exists(), f"{path} missing: run with SAM2KF_UPDATE_GOLDEN=1"
+    assert rendered == path.read_text(), f"{path} differs (SAM2KF_UPDATE_GOLDEN=1 to accept)"
+
+
+@pytest.mark.parametrize("case", sorted(_specs()))
+def test_rendered_job_passes_crd_and_webhook_rules(case: str, shared: Path) -> None:
+    job = render_pytorchjob(_specs()[case])
+    assert validate_pytorchjob(job, crd_path(shared), strict=True) == []
+    for where, pod in pod_specs_of(job):
+        assert check_restricted_pod(pod) == [], where
+
+
+def test_replicas_container_resources_and_volumes() -> None:
+    spec = _specs()["gpu_multinode"]
+    job = render_pytorchjob(spec)
+    assert replica_counts(job) == {"Master": 1, "Worker": 3}
+    assert job["spec"]["nprocPerNode"] == "8"
+    assert job["spec"]["runPolicy"] == {
+        "cleanPodPolicy": "Running",
+        "backoffLimit": 3,
+        "ttlSecondsAfterFinished": 7 * 24 * 3600,
+        "activeDeadlineSeconds": 86400,
+    }
+    for rtype in ("Master", "Worker"):
+        pod = job["spec"]["pytorchReplicaSpecs"][rtype]["template"]["spec"]
+        (c,) = pod["containers"]
+        assert c["name"] == "pytorch" and c["image"] == image_ref(flavour="train")
+        assert c["command"][:4] == ["torchrun", "--nproc-per-node=8", "--no-python", "sam2kf"]
+        assert c["command"][4:] == ["train", *spec.train_args]
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == "8"
+        assert pod["serviceAccountName"] == "sam2kf-trainer"
+        assert pod["automountServiceAccountToken"] is False
+        vols = {v["name"]: v for v in pod["volumes"]}
+        assert vols["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "128Gi"}
+        assert vols["data"]["persistentVolumeClaim"] == {"claimName": "sam2kf-data"}
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        assert mounts == {"/tmp": "tmp", "/cache": "cache", "/dev/shm": "dshm", "/data": "data"}
+        env = {e["name"]: e for e in c["env"]}
+        assert env["NCCL_DEBUG"]["value"] == "WARN"
+        assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "mlpipeline-minio-artifact",
+            "key": "secretkey",
+        }
+        assert c["envFrom"] == [{"secretRef": {"name": "gcs-credentials"}}]
+        assert pod["nodeSelector"] == spec.node_selector
+        assert pod["tolerations"] == spec.tolerations
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_single_node_has_no_worker_and_cpu_has_no_gpu() -> None:
+    job = render_pytorchjob(_specs()["cpu_single"])
+    assert replica_counts(job) == {"Master": 1}
+    c = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in c["resources"]["limits"]
+    assert "elasticPolicy" not in job["spec"]
+
+
+def test_elastic_policy() -> None:
+    job = render_pytorchjob(_specs()["elastic"])
+    assert job["spec"]["elasticPolicy"] == {
+        "minReplicas": 2,
+        "maxReplicas": 4,
+        "maxRestarts": 3,
+        "rdzvBackend": "c10d",
+        "rdzvHost": "sam2-train-elastic-master-0",
+        "rdzvPort": 23456,
+        "rdzvId": "sam2-train-elastic",
+    }
+    assert replica_counts(job) == {"Master": 1, "Worker": 1}
+
+
+def test_torchrun_accepts_the_command_and_reads_operator_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rendered command parses with torchrun's own parser, and the PET_* variables the
+    Training Operator injects fill node count, rank and master address."""
+    from torch.distributed.run import get_args_parser
+
+    for key, value in {
+        "PET_NNODES": "4",
+        "PET_NODE_RANK": "2",
+        "PET_MASTER_ADDR": "job-master-0",
+        "PET_MASTER_PORT": "23456",
+    }.items():
+        monkeypatch.setenv(key, value)
+    cmd = torchrun_command(_specs()["gpu_multinode"])
+    args = get_args_parser().parse_args(cmd[1:])
+    assert args.nproc_per_node == "8" and args.no_python
+    assert (args.nnodes, args.node_rank, args.master_addr, args.master_port) == (
+        "4",
+        2,
+        "job-master-0",
+        23456,
+    )
+    assert args.training_script == "sam2kf"
+    assert args.training_script_args[0] == "train"
+
+
+# ------------------------------------------------------------------------------------ names
+
+
+def test_job_name_for_run_is_stable_dns1035_and_short() -> None:
+    ids = [
+        "run-1",
+        "Run_With.UPPER/and:odd chars",
+        "x" * 300,
+        "2026-11-22T10:00:00Z",
+        "---",
+        "7f3a9c2e-1b2d-4c5e-9f00-aa11bb22cc33",
+    ]
+    names = [job_name_for_run(i) for i in ids]
+    for n in names:
+        assert _DNS1035.match(n) and len(n) <= 48, n
+        assert len(f"{n}-worker-999") <= 63
+    assert len(set(names)) == len(names)
+    assert job_name_for_run("run-1") == job_name_for_run("run-1")
+    # sanitising alike must not collide: the hash is over the raw id
+    assert job_name_for_run("a_b") != job_name_for_run("a.b")
+    assert job_name_for_run("run-1", prefix="ft").startswith("ft-run-1-")
+    assert len(job_name_for_run("y" * 100, max_len=63)) == 63
+    with pytest.raises(ValueError, match="DNS-1035"):
+        job_name_for_run("r", prefix="Bad_Prefix")
+    with pytest.raises(ValueError, match="empty"):
+        job_name_for_run("")
+
+
+def test_render_rejects_bad_settings() -> None:
+    good = _specs()["cpu_single"]
+    for change, match in [
+        ({"name": "Bad_Name"}, "DNS-1035"),
+        ({"image": "ghcr.io/x/y:latest"}, "pinned"),
+        ({"image": "ghcr.io/x/y"}, "pinned"),
+        ({"gpus_per_node": 2, "nproc_per_node": 4}, "exceeds"),
+        ({"elastic_min_nodes": 1, "elastic_max_nodes": 3}, "num_nodes >= 2"),
+        ({"num_nodes": 3, "elastic_min_nodes": 4, "elastic_max_nodes": 5}, "elastic"),
+    ]:
+        bad = copy.deepcopy(good)
+        for k, v in change.items():
+            setattr(bad, k, v)
+        with pytest.raises(ValueError, match=match):
+            render_pytorchjob(bad)
+    digest = copy.deepcopy(good)
+    digest.image = "ghcr.io/x/y@sha256:" + "0" * 64
+    render_pytorchjob(digest)
+
+
+def test_spec_dict_round_trip_and_unknown_keys() -> None:
+    spec = _specs()["gpu_multinode"]
+    data = spec_to_dict(spec, per_job=True)
+    assert spec_from_dict(yaml.safe_load(yaml.safe_dump(data))) == spec
+    shared_part = spec_to_dict(spec)
+    assert "name" not in shared_part and "train_args" not in shared_part
+    with pytest.raises(ValueError, match="gpu_per_node"):
+        spec_from_dict({**shared_part, "gpu_per_node": 1}, name="x", train_args=[])
+
+
+def test_split_overrides() -> None:
+    text = "# comment\nmodel=tiny  trainer.max_steps=2\n\n'data.raw=/a b'\n"
+    assert split_overrides(text) == ["model=tiny", "trainer.max_steps=2", "data.raw=/a b"]
+    assert split_overrides(["a=1", "b=2"]) == ["a=1", "b=2"]
+
+
+# ------------------------------------------------------------------------------ validator
+
+
+def _job() -> dict[str, Any]:
+    return render_pytorchjob(_specs()["gpu_multinode"])
+
+
+def _master_pod(job: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda j: j["spec"]["runPolicy"].update(backoffLimt=3), "backoffLimt"),
+        (
+            lambda j: _master_pod(j)["containers"][0].update(imagePullPolicyy="Always"),
+            "imagePullPolicyy",
+        ),
+        (lambda j: j["spec"]["runPolicy"].update(backoffLimit="3"), "backoffLimit"),
+        (lambda j: j["metadata"].update(name="Sam2_Train"), "DNS-1035"),
+        (lambda j: j["metadata"].update(name="a" * 60), "exceeds 63"),
+        (lambda j: _master_pod(j)["containers"][0].update(name="main"), "named 'pytorch'"),
+        (lambda j: _master_pod(j)["containers"][0].pop("image"), "image: required"),
+        (lambda j: j["spec"]["pytorchReplicaSpecs"]["Master"].update(replicas=2), "must be 1"),
+        (lambda j: j["spec"]["pytorchReplicaSpecs"].pop("Master"), "exactly one Master"),
+        (
+            lambda j: j["spec"]["pytorchReplicaSpecs"].update(
+                Chief=j["spec"]["pytorchReplicaSpecs"]["Worker"]
+            ),
+            "replica type",
+        ),
+        (
+            lambda j: (
+                j["spec"]["pytorchReplicaSpecs"].pop("Worker"),
+                j["spec"].update(elasticPolicy={"minReplicas": 1, "maxReplicas": 1}),
+            ),
+            "requires a Worker",
+        ),
+        (lambda j: j["spec"].update(elasticPolicy={"nProcPerNode": 8}), "together with"),
+        (lambda j: j["spec"].update(elasticPolicy={"rdzvBackend": "zookeeper"}), "rdzvBackend"),
+        (lambda j: j["spec"]["runPolicy"].update(cleanPodPolicy="Sometimes"), "cleanPodPolicy"),
+        (
+            lambda j: j["spec"]["pytorchReplicaSpecs"]["Worker"].update(restartPolicy="Maybe"),
+            "restartPolicy",
+        ),
+        (
+            lambda j: _master_pod(j)["containers"][0].update(imagePullPolicy="Sometimes"),
+            "imagePullPolicy",
+        ),
+        (lambda j: j["spec"].update(nprocPerNode="eight"), "nprocPerNode"),
+        (lambda j: j["spec"]["runPolicy"].update(managedBy="me"), "managedBy"),
+        (lambda j: j["metadata"]["labels"].update(bad="has space"), "label value"),
+        (lambda j: j.update(apiVersion="kubeflow.org/v2"), "no version"),
+    ],
+)
+def test_validator_catches(mutate: Any, expected: str, shared: Path) -> None:
+    job = _job()
+    mutate(job)
+    try:
+        errors = validate_pytorchjob(job, crd_path(shared))
+    except ValueError as e:  # unknown CRD version is reported as an exception
+        errors = [str(e)]
+    assert any(expected in e for e in errors), errors
+
+
+def test_typos_pass_without_strict(shared: Path) -> None:
+    job = _job()
+    job["spec"]["runPolicy"]["backoffLimt"] = 3
+    assert validate_pytorchjob(job, crd_path(shared), strict=False) == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda p: p.update(hostNetwork=True), "hostNetwork"),
+        (lambda p: p["volumes"].append({"name": "h", "hostPath": {"path": "/"}}), "hostPath"),
+        (lambda p: p["containers"][0]["securityContext"].update(privileged=True), "privileged"),
+        (
+            lambda p: p["containers"][0]["securityContext"].update(allowPrivilegeEscalation=True),
+            "allowPrivilegeEscalation",
+        ),
+        (lambda p: p["containers"][0]["securityContext"].update(runAsUser=0), "runAsUser"),
+        (
+            lambda p: (
+                p["securityContext"].pop("runAsNonRoot"),
+                p["containers"][0]["securityContext"].pop("runAsNonRoot"),
+            ),
+            "runAsNonRoot",
+        ),
+        (
+            lambda p: p["containers"][0]["securityContext"].update(
+                capabilities={"drop": ["NET_RAW"]}
+            ),
+            "must include ALL",
+        ),
+        (
+            lambda p: p["containers"][0]["securityContext"]["capabilities"].update(
+                add=["SYS_ADMIN"]
+            ),
+            "SYS_ADMIN",
+        ),
+        (
+            lambda p: p["containers"][0]["securityContext"].update(
+                seccompProfile={"type": "Unconfined"}
+            ),
+            "Unconfined",
+        ),
+        (
+            lambda p: (
+                p["securityContext"].pop("seccompProfile"),
+                p["containers"][0]["securityContext"].pop("seccompProfile"),
+            ),
+            "seccompProfile",
+        ),
+        (lambda p: p["containers"][0]["ports"][0].update(hostPort=80), "hostPort"),
+        (
+            lambda p: p["containers"][0]["securityContext"].update(readOnlyRootFilesystem=False),
+            "readOnlyRootFilesystem",
+        ),
+        (
+            lambda p: p["securityContext"].update(
+                sysctls=[{"name": "kernel.msgmax", "value": "1"}]
+            ),
+            "sysctl",
+        ),
+    ],
+)
+def test_restricted_check_catches(mutate: Any, expected: str) -> None:
+    pod = copy.deepcopy(_master_pod(_job()))
+    assert check_restricted_pod(pod) == []
+    mutate(pod)
+    errors = check_restricted_pod(pod)
+    assert any(expected in e for e in errors), errors
