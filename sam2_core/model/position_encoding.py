@@ -78,6 +78,9 @@ class PositionEmbeddingSine(nn.Module):
         into the result in place.
         """
         h, w = int(x.shape[-2]), int(x.shape[-1])
+        if torch.compiler.is_compiling():
+            # Inside a compiled graph the map is a constant the compiler folds; no Python cache.
+            return self._grid_encoding(h, w, x.device)[None].expand(x.shape[0], -1, -1, -1)
         # Tensors made under inference_mode cannot later enter autograd, so keep them apart.
         key = (h, w, str(x.device), torch.is_inference_mode_enabled())
         pos = self._cache.get(key)
