@@ -92,7 +92,12 @@ class OptimConfig:
     lr: list[ScheduleSpec] = field(default_factory=_mose_lr)
     weight_decay: list[ScheduleSpec] = field(default_factory=_mose_wd)
     layer_decay: LayerDecayConfig = field(default_factory=LayerDecayConfig)
-    betas: tuple[float, float] = (0.9, 0.999)
+    #: convenience values referenced by the YAML schedules (``${optim.base_lr}``, ...)
+    base_lr: float = 5e-6
+    base_lr_end: float = 5e-7
+    vision_lr: float = 3e-6
+    vision_lr_end: float = 3e-7
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     #: gradient clipping max norm (L2); 0 disables
     grad_clip: float = 0.1
@@ -273,7 +278,7 @@ class ScheduledOptimizer:
             {"params": [params[n] for n in g.param_names], "name": g.name} for g in self.groups
         ]
         self.optimizer = torch.optim.AdamW(
-            torch_groups, lr=cfg.lr[0].start, betas=cfg.betas, eps=cfg.eps
+            torch_groups, lr=cfg.lr[0].start, betas=(cfg.betas[0], cfg.betas[1]), eps=cfg.eps
         )
         self.set_progress(0.0)
 

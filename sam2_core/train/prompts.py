@@ -18,14 +18,14 @@ rank sees different clicks. Image datasets (one frame) are always prompted with 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ClickMethod = Literal["uniform", "center"]
+CLICK_METHODS = ("uniform", "center")
 PointInputs = dict[str, Tensor]
 
 
@@ -47,7 +47,7 @@ class PromptConfig:
     rand_init_cond_frames_for_eval: bool = False
     add_all_frames_to_correct_as_cond: bool = True
     num_correction_pt_per_frame: int = 7
-    pt_sampling_for_eval: ClickMethod = "center"
+    pt_sampling_for_eval: str = "center"
     prob_to_sample_from_gt_for_train: float = 0.1
     #: box noise: uniform in +-min(box_noise * side, box_noise_bound) pixels per coordinate
     box_noise: float = 0.1
@@ -226,7 +226,7 @@ def sample_one_point_from_error_center(
 def get_next_point(
     gt_masks: Tensor,
     pred_masks: Tensor | None,
-    method: ClickMethod,
+    method: str,
     *,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -350,7 +350,7 @@ class PromptSimulator:
             frames_to_add_correction_pt=[],
             gt_masks_per_frame={t: masks[t].unsqueeze(1) for t in range(num_frames)},
         )
-        method: ClickMethod = "uniform" if training else c.pt_sampling_for_eval
+        method = "uniform" if training else c.pt_sampling_for_eval
         for t in init_frames:
             gt = plan.gt_masks_per_frame[t]
             if not use_pt_input:
@@ -383,7 +383,7 @@ class PromptSimulator:
         return False
 
     def click(
-        self, gt_masks: Tensor, pred_masks: Tensor | None, method: ClickMethod
+        self, gt_masks: Tensor, pred_masks: Tensor | None, method: str
     ) -> tuple[Tensor, Tensor]:
         """One click per object from the error region (coordinates from this rank's generator)."""
         gen = self.generator(gt_masks.device) if method == "uniform" else None
@@ -403,5 +403,5 @@ class PromptSimulator:
         ``frame_idx``/``step`` identify the click (unused here; replay samplers in tests use them).
         """
         pred = None if self.sample_from_gt(training=training) else pred_high_res_logits > 0
-        method: ClickMethod = "uniform" if training else self.cfg.pt_sampling_for_eval
+        method = "uniform" if training else self.cfg.pt_sampling_for_eval
         return self.click(gt_masks, pred, method)

@@ -1,0 +1,189 @@
+"""Training checkpoints on any fsspec URL: atomic ``step-NNNNNN/`` directories, keep-last-K, resume.
+
+Layout under ``<output_dir>/checkpoints/``::
+
+    step-000100/state.pt     full training state (model, optimizer, scaler, step, epoch, data
+    step-000100/_COMPLETE    position, RNG states, ...); the marker is written last
+    best/state.pt + _COMPLETE
+
+Locally a checkpoint is written into a hidden temporary directory that is renamed into place
+(the rename is atomic), so a crash never leaves a ``step-*`` directory behind that looks complete.
+On object stores, where renames are copies, ``state.pt`` is uploaded first and the marker last;
+a directory without marker is ignored (and cleaned up). Loading uses ``torch.load(weights_only=True)``:
+every state we save consists of tensors and plain Python containers only.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+import re
+import uuid
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from sam2_core import io as sio
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+_STEP_RE = re.compile(r"^step-(\d{6,})$")
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint could not be used (corrupt or incomplete); an older one is tried."""
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def _serialise(state: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def _write_dir(url: str, data: bytes, info: dict[str, Any]) -> None:
+    """Write ``state.pt`` + marker into ``url`` so that it appears complete only at the end."""
+    fs, path = sio.get_fs(url)
+    if sio.is_local(url):
+        parent = os.path.dirname(path.rstrip("/"))
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(
+            parent, f".tmp-{os.path.basename(path.rstrip('/'))}-{uuid.uuid4().hex[:8]}"
+        )
+        os.makedirs(tmp)
+        with open(os.path.join(tmp, STATE_FILE), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        sio.mark_complete(tmp, info)
+        if os.path.exists(path):
+            # Replacing a directory (e.g. "best"): move the old one aside first.
+            old = f"{tmp}-old"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            fs.rm(old, recursive=True)
+        else:
+            os.replace(tmp, path)
+        return
+    if sio.exists(url):
+        sio.remove(url)
+    sio.write_bytes_atomic(sio.join(url, STATE_FILE), data)
+    sio.mark_complete(url, info)
+
+
+def load_state(url: str, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint directory's state (weights_only=True)."""
+    data = sio.read_bytes(sio.join(url, STATE_FILE))
+    state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{url}/{STATE_FILE}: not a checkpoint dict")
+    return state
+
+
+@dataclass
+class CheckpointManager:
+    """Saves and finds training checkpoints under ``root`` (a local path or fsspec URL)."""
+
+    root: str
+    keep_last: int = 3
+
+    def step_dirs(self) -> list[tuple[int, str]]:
+        """``(step, url)`` of every ``step-*`` directory, newest first (complete or not)."""
+        found = []
+        for name in sio.listdir(self.root):
+            m = _STEP_RE.match(name)
+            if m:
+                found.append((int(m.group(1)), sio.join(self.root, name)))
+        return sorted(found, reverse=True)
+
+    def save(self, step: int, state: dict[str, Any]) -> str:
+        """Write ``step-NNNNNN/`` and prune old ones; returns its URL. Call on rank 0 only."""
+        url = sio.join(self.root, step_dir_name(step))
+        _write_dir(url, _serialise(state), {"step": step})
+        self.prune()
+        log.info("saved checkpoint %s", url)
+        return url
+
+    def save_best(self, step: int, state: dict[str, Any], metric: dict[str, float]) -> str:
+        url = sio.join(self.root, "best")
+        _write_dir(url, _serialise(state), {"step": step, **metric})
+        log.info("saved best checkpoint (step %d, %s)", step, metric)
+        return url
+
+    def prune(self) -> None:
+        """Keep the newest ``keep_last`` complete checkpoints; drop incomplete leftovers."""
+        complete = 0
+        for _step, url in self.step_dirs():
+            if not sio.is_complete(url):
+                sio.remove(url)
+                continue
+            complete += 1
+            if self.keep_last > 0 and complete > self.keep_last:
+                sio.remove(url)
+        if sio.is_local(self.root):
+            for name in sio.listdir(self.root):
+                if name.startswith(".tmp-"):
+                    sio.remove(sio.join(self.root, name))
+
+    def load_latest(
+        self, *, map_location: str | torch.device = "cpu"
+    ) -> tuple[int, dict[str, Any]] | None:
+        """Newest loadable checkpoint ``(step, state)``; corrupt ones are skipped with a warning."""
+        for step, url in self.step_dirs():
+            if not sio.is_complete(url):
+                log.info("ignoring incomplete checkpoint %s", url)
+                continue
+            try:
+                state = load_state(url, map_location=map_location)
+            except Exception as e:  # corrupt file, truncated upload, unreadable pickle...
+                msg = (
+                    f"checkpoint {url} is unreadable ({type(e).__name__}: {e}); trying an older one"
+                )
+                warnings.warn(msg, CheckpointWarning, stacklevel=2)
+                log.warning(msg)
+                continue
+            return step, state
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# RNG state in weights_only-compatible form
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy (legacy global) and torch RNG states as tensors and plain containers."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())
