@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +253,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return _strip_prefixes({str(k): v for k, v in obj.items()})
 
 
-def _fmt_keys(keys: list[str], limit: int = 25) -> str:
+def _fmt_keys(keys: list[str], limit: int = 12) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
@@ -320,3 +321,35 @@ def export_checkpoint(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor
 def guess_model_name(path: str) -> str | None:
     """Config name for an official checkpoint file name (``sam2.1_hiera_tiny.pt`` -> t)."""
     return OFFICIAL_CHECKPOINTS.get(os.path.basename(path))
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What :func:`convert_checkpoint` wrote."""
+
+    model: str
+    source: str
+    out: str
+    num_keys: int
+    num_params: int
+
+
+def convert_checkpoint(*, model: str, src: str, out: str) -> ExportSummary:
+    """Validate a checkpoint against a model config and write it in the official format.
+
+    ``src`` may be an official checkpoint, our export, a training checkpoint (file or
+    ``step-NNNNNN/`` directory) or ``.safetensors``. Keys and shapes are checked strictly against
+    ``build_model(model)`` (built on the meta device: no weights are allocated); floating tensors
+    are written as float32 like Meta's released files.
+    """
+    sd = read_state_dict(src)
+    reference = build_model(model, device="meta")
+    check_state_dict(reference, sd, source=src)
+    ordered = {
+        k: (sd[k].float() if sd[k].is_floating_point() else sd[k]) for k in reference.state_dict()
+    }
+    export_checkpoint(ordered, out)
+    n_params = sum(p.numel() for p in reference.parameters())
+    return ExportSummary(
+        model=model, source=src, out=out, num_keys=len(ordered), num_params=n_params
+    )

@@ -1,0 +1,822 @@
+"""Video object segmentation with SAM 2.1: prompt objects on any frame, propagate through a video.
+
+:class:`VideoPredictor` wraps a :class:`~sam2_core.model.sam2_base.SAM2Base` and follows the
+semantics of Meta's ``SAM2VideoPredictor`` (sam2 1.1): every object is tracked separately with
+batch size 1 and its own memory bank; prompted frames are conditioning frames; memories are
+stored in bfloat16; masks are returned at the video resolution by bilinear resizing of the
+low-resolution (``S/4``) logits.
+
+Typical use::
+
+    predictor = VideoPredictor(build_model("sam2.1_hiera_t", checkpoint="sam2.1_hiera_tiny.pt"))
+    state = predictor.init_state("video_frames/")          # or a list of uint8 [H, W, 3] arrays
+    predictor.add_new_mask(state, frame_idx=0, obj_id=1, mask=first_mask)
+    predictor.add_new_points_or_box(state, frame_idx=0, obj_id=2, points=[[x, y]], labels=[1])
+    for frame_idx, obj_ids, logits in predictor.propagate_in_video(state):
+        masks = logits > 0                                  # [O, 1, H, W]
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sam2_core.model.sam2_base import NO_OBJ_SCORE, FrameOutput, OutputDict, SAM2Base
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".JPG", ".JPEG", ".png", ".PNG")
+
+
+# --------------------------------------------------------------------------------------------
+# frames
+# --------------------------------------------------------------------------------------------
+
+
+def preprocess_frame(frame: np.ndarray, image_size: int) -> torch.Tensor:
+    """``uint8 [H, W, 3]`` RGB -> normalised ``float32 [3, S, S]``.
+
+    Squash-resize with PIL's bicubic filter (no aspect ratio kept), ``/255``, ImageNet
+    mean/std: the official predictor's preprocessing, so JPEG frames give identical inputs.
+    """
+    from PIL import Image
+
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
+    resized = np.asarray(
+        Image.fromarray(frame).resize((image_size, image_size), Image.Resampling.BICUBIC)
+    )
+    x = torch.from_numpy(resized / 255.0).permute(2, 0, 1).float()
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
+    return (x - mean) / std
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot decode image ({exc})") from exc
+
+
+def _frame_folder(path: Path) -> list[Path]:
+    """Image files of a frame folder sorted by their integer stem (``00004.jpg`` -> 4)."""
+    files = [p for p in path.iterdir() if p.suffix in _IMAGE_SUFFIXES]
+    if not files:
+        raise ValueError(f"{path}: no JPEG/PNG frames found")
+    try:
+        return sorted(files, key=lambda p: int(p.stem))
+    except ValueError as exc:
+        raise ValueError(f"{path}: frame files must be named by frame index ({exc})") from exc
+
+
+class FrameSource:
+    """Frames of a video, decoded and preprocessed on demand.
+
+    ``frame(i)`` returns the normalised ``[3, S, S]`` float32 input of frame ``i``. With
+    ``cache_device`` set, preprocessed frames are kept there (fast repeated passes, memory grows
+    with the video); otherwise nothing is kept and memory stays constant.
+    """
+
+    def __init__(
+        self,
+        loaders: Sequence[Callable[[], torch.Tensor]],
+        *,
+        height: int,
+        width: int,
+        cache_device: torch.device | None,
+    ) -> None:
+        self._loaders = list(loaders)
+        self.height = int(height)
+        self.width = int(width)
+        self._cache_device = cache_device
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._loaders)
+
+    def frame(self, idx: int) -> torch.Tensor:
+        if not 0 <= idx < len(self._loaders):
+            raise IndexError(f"frame index {idx} out of range [0, {len(self._loaders)})")
+        hit = self._cache.get(idx)
+        if hit is not None:
+            return hit
+        x = self._loaders[idx]()
+        if self._cache_device is not None:
+            x = x.to(self._cache_device)
+            self._cache[idx] = x
+        return x
+
+
+def _tensor_frame(frames: torch.Tensor, idx: int) -> torch.Tensor:
+    return frames[idx].float()
+
+
+def _record_frame(rec: Any, frame_index: int, image_size: int) -> torch.Tensor:
+    return preprocess_frame(rec.image(frame_index), image_size)
+
+
+def _file_frame(path: Path, image_size: int) -> torch.Tensor:
+    return preprocess_frame(_read_rgb(path), image_size)
+
+
+def make_frame_source(
+    frames: Any,
+    *,
+    image_size: int,
+    cache_device: torch.device | None,
+    video_size: tuple[int, int] | None = None,
+) -> FrameSource:
+    """Build a :class:`FrameSource` from a list of uint8 ``[H, W, 3]`` arrays, a frame folder
+    (path), a :class:`~sam2_core.data.records.VideoRecord`, or an already normalised tensor
+    ``[T, 3, S, S]`` (then ``video_size=(H, W)`` is required)."""
+    from sam2_core.data.records import VideoRecord
+
+    if isinstance(frames, torch.Tensor):
+        if frames.dim() != 4 or frames.shape[1:] != (3, image_size, image_size):
+            raise ValueError(f"a frame tensor must be [T, 3, {image_size}, {image_size}]")
+        if video_size is None:
+            raise ValueError("video_size=(H, W) is required with preprocessed frame tensors")
+        loaders = [partial(_tensor_frame, frames, i) for i in range(frames.shape[0])]
+        return FrameSource(loaders, height=video_size[0], width=video_size[1], cache_device=None)
+    if isinstance(frames, VideoRecord):
+        rec = frames
+        loaders = [partial(_record_frame, rec, i, image_size) for i in rec.frame_indices]
+        return FrameSource(loaders, height=rec.height, width=rec.width, cache_device=cache_device)
+    if isinstance(frames, (str, Path)):
+        files = _frame_folder(Path(frames))
+        first = _read_rgb(files[0])
+        loaders = [partial(_file_frame, p, image_size) for p in files]
+        return FrameSource(
+            loaders, height=first.shape[0], width=first.shape[1], cache_device=cache_device
+        )
+    if isinstance(frames, Sequence) and len(frames) > 0:
+        arrays = [np.asarray(f) for f in frames]
+        h, w = arrays[0].shape[:2]
+        for i, a in enumerate(arrays):
+            if a.shape[:2] != (h, w):
+                raise ValueError(f"frame {i} has size {a.shape[:2]}, frame 0 has {(h, w)}")
+        loaders = [partial(preprocess_frame, a, image_size) for a in arrays]
+        return FrameSource(loaders, height=h, width=w, cache_device=cache_device)
+    raise ValueError(
+        "frames must be a non-empty list of uint8 [H, W, 3] arrays, a frame folder, "
+        "a VideoRecord or a [T, 3, S, S] tensor"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# state
+# --------------------------------------------------------------------------------------------
+
+
+def _empty_output_dict() -> OutputDict:
+    return {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+
+
+@dataclass
+class InferenceState:
+    """Everything the predictor keeps for one video (per object index ``obj_idx``).
+
+    ``output_dict_per_obj[obj_idx]`` holds the committed per-frame outputs (``pred_masks``
+    ``[1, 1, S/4, S/4]``, ``obj_ptr`` ``[1, C]``, ``object_score_logits`` ``[1, 1]``,
+    ``maskmem_features`` ``[1, Cm, S/16, S/16]`` bf16, ``maskmem_pos_enc``); prompts land in
+    ``temp_output_dict_per_obj`` first and are committed when propagation starts.
+    """
+
+    frames: FrameSource
+    num_frames: int
+    video_height: int
+    video_width: int
+    device: torch.device
+    storage_device: torch.device
+    point_inputs_per_obj: dict[int, dict[int, dict[str, torch.Tensor]]] = field(
+        default_factory=dict
+    )
+    mask_inputs_per_obj: dict[int, dict[int, torch.Tensor]] = field(default_factory=dict)
+    cached_features: dict[int, tuple[torch.Tensor, dict[str, Any]]] = field(default_factory=dict)
+    constants: dict[str, Any] = field(default_factory=dict)
+    obj_id_to_idx: dict[int, int] = field(default_factory=dict)
+    obj_idx_to_id: dict[int, int] = field(default_factory=dict)
+    obj_ids: list[int] = field(default_factory=list)
+    output_dict_per_obj: dict[int, OutputDict] = field(default_factory=dict)
+    temp_output_dict_per_obj: dict[int, OutputDict] = field(default_factory=dict)
+    frames_tracked_per_obj: dict[int, dict[int, dict[str, bool]]] = field(default_factory=dict)
+
+    @property
+    def num_objects(self) -> int:
+        return len(self.obj_idx_to_id)
+
+
+# --------------------------------------------------------------------------------------------
+# predictor
+# --------------------------------------------------------------------------------------------
+
+
+class VideoPredictor:
+    """Interactive video object segmentation on top of a :class:`SAM2Base`.
+
+    Args:
+        model: the SAM 2.1 model (any mode; calls run it in eval mode and restore the mode).
+        offload_video_to_cpu: decode frames on demand on the CPU and keep none; otherwise
+            preprocessed frames are cached on the model's device once decoded.
+        offload_state_to_cpu: store per-frame outputs (masks, memories) on the CPU.
+        fill_hole_area: fill background holes up to this area (pixels of the low-res mask) in
+            the predicted masks (0 = off, as in the golden reference).
+        apply_postprocessing: the official video-predictor settings: dynamic multimask via
+            stability (0.05 / 0.98) and binarised click masks for the memory encoder.
+        non_overlap_masks: resolve overlaps between objects in the returned masks.
+        clear_non_cond_mem_around_input: drop non-conditioning memories next to new prompts.
+        add_all_frames_to_correct_as_cond: corrected (already tracked) frames become
+            conditioning frames.
+        bounded_memory: while propagating, drop non-conditioning outputs that lie outside the
+            memory/pointer window of the frames still to come (memory stays bounded on long
+            videos; masks of dropped frames are no longer available for correction clicks).
+        autocast: bf16 autocast on CUDA (default: on when the model is on a GPU).
+    """
+
+    def __init__(
+        self,
+        model: SAM2Base,
+        *,
+        offload_video_to_cpu: bool = False,
+        offload_state_to_cpu: bool = False,
+        fill_hole_area: int = 0,
+        apply_postprocessing: bool = True,
+        non_overlap_masks: bool = False,
+        clear_non_cond_mem_around_input: bool = False,
+        add_all_frames_to_correct_as_cond: bool = False,
+        bounded_memory: bool = False,
+        autocast: bool | None = None,
+    ) -> None:
+        self.model = model
+        self.offload_video_to_cpu = offload_video_to_cpu
+        self.offload_state_to_cpu = offload_state_to_cpu
+        self.fill_hole_area = int(fill_hole_area)
+        self.apply_postprocessing = apply_postprocessing
+        self.non_overlap_masks = non_overlap_masks
+        self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input
+        self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
+        self.bounded_memory = bounded_memory
+        self.autocast = autocast
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.image_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ------------------------------------------------------------------ context
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Eval mode + the predictor's postprocessing flags + inference mode (+ bf16 autocast
+        on CUDA); the model's previous mode and flags are restored afterwards."""
+        model = self.model
+        dec = model.sam_mask_decoder
+        saved = (
+            model.training,
+            dec.dynamic_multimask_via_stability,
+            dec.dynamic_multimask_stability_delta,
+            dec.dynamic_multimask_stability_thresh,
+            model.binarize_mask_from_pts_for_mem_enc,
+        )
+        model.eval()
+        if self.apply_postprocessing:
+            dec.dynamic_multimask_via_stability = True
+            dec.dynamic_multimask_stability_delta = 0.05
+            dec.dynamic_multimask_stability_thresh = 0.98
+            model.binarize_mask_from_pts_for_mem_enc = True
+        use_amp = self.autocast if self.autocast is not None else self.device.type == "cuda"
+        amp = (
+            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+            if use_amp
+            else contextlib.nullcontext()
+        )
+        try:
+            with torch.inference_mode(), amp:
+                yield
+        finally:
+            model.train(saved[0])
+            dec.dynamic_multimask_via_stability = saved[1]
+            dec.dynamic_multimask_stability_delta = saved[2]
+            dec.dynamic_multimask_stability_thresh = saved[3]
+            model.binarize_mask_from_pts_for_mem_enc = saved[4]
+
+    # ------------------------------------------------------------------ state
+
+    def init_state(
+        self, frames: Any, *, video_size: tuple[int, int] | None = None
+    ) -> InferenceState:
+        """Create the state of a video.
+
+        Args:
+            frames: list of uint8 ``[H, W, 3]`` RGB arrays, a folder of frames named by index
+                (``00000.jpg`` ...), a ``VideoRecord``, or a normalised ``[T, 3, S, S]`` tensor.
+            video_size: ``(H, W)`` of the original video; required for tensors only.
+        """
+        device = self.device
+        cache = None if self.offload_video_to_cpu else device
+        source = make_frame_source(
+            frames, image_size=self.image_size, cache_device=cache, video_size=video_size
+        )
+        state = InferenceState(
+            frames=source,
+            num_frames=len(source),
+            video_height=source.height,
+            video_width=source.width,
+            device=device,
+            storage_device=torch.device("cpu") if self.offload_state_to_cpu else device,
+        )
+        return state
+
+    def reset_state(self, state: InferenceState) -> None:
+        """Remove every object, prompt and output (the frames stay)."""
+        state.point_inputs_per_obj.clear()
+        state.mask_inputs_per_obj.clear()
+        state.obj_id_to_idx.clear()
+        state.obj_idx_to_id.clear()
+        state.obj_ids.clear()
+        state.output_dict_per_obj.clear()
+        state.temp_output_dict_per_obj.clear()
+        state.frames_tracked_per_obj.clear()
+        state.cached_features.clear()
+        state.constants.clear()
+
+    def _obj_id_to_idx(self, state: InferenceState, obj_id: int) -> int:
+        """Index of an object id; new ids get the next index (allowed at any time)."""
+        idx = state.obj_id_to_idx.get(int(obj_id))
+        if idx is not None:
+            return idx
+        idx = len(state.obj_id_to_idx)
+        state.obj_id_to_idx[int(obj_id)] = idx
+        state.obj_idx_to_id[idx] = int(obj_id)
+        state.obj_ids[:] = list(state.obj_id_to_idx)
+        state.point_inputs_per_obj[idx] = {}
+        state.mask_inputs_per_obj[idx] = {}
+        state.output_dict_per_obj[idx] = _empty_output_dict()
+        state.temp_output_dict_per_obj[idx] = _empty_output_dict()
+        state.frames_tracked_per_obj[idx] = {}
+        return idx
+
+    def _check_frame(self, state: InferenceState, frame_idx: int) -> None:
+        if not 0 <= frame_idx < state.num_frames:
+            raise ValueError(f"frame_idx {frame_idx} out of range [0, {state.num_frames})")
+
+    # ------------------------------------------------------------------ prompts
+
+    def add_new_mask(
+        self, state: InferenceState, *, frame_idx: int, obj_id: int, mask: Any
+    ) -> tuple[int, list[int], torch.Tensor]:
+        """Prompt ``obj_id`` on ``frame_idx`` with a binary mask ``[H, W]`` (video resolution).
+
+        Returns ``(frame_idx, obj_ids, video_res_masks [O, 1, H, W] logits)`` of that frame.
+        """
+        self._check_frame(state, frame_idx)
+        with self._inference():
+            obj_idx = self._obj_id_to_idx(state, obj_id)
+            m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+            if m.dim() != 2:
+                raise ValueError(f"mask must be [H, W], got {tuple(m.shape)}")
+            m = m.bool()[None, None].float().to(state.device)
+            s = self.image_size
+            if m.shape[-2:] != (s, s):
+                m = F.interpolate(
+                    m, size=(s, s), mode="bilinear", align_corners=False, antialias=True
+                )
+                m = (m >= 0.5).float()
+            state.mask_inputs_per_obj[obj_idx][frame_idx] = m
+            state.point_inputs_per_obj[obj_idx].pop(frame_idx, None)
+            return self._run_prompted_frame(
+                state, obj_idx=obj_idx, frame_idx=frame_idx, point_inputs=None, mask_inputs=m
+            )
+
+    def add_new_points_or_box(
+        self,
+        state: InferenceState,
+        *,
+        frame_idx: int,
+        obj_id: int,
+        points: Any = None,
+        labels: Any = None,
+        box: Any = None,
+        clear_old_points: bool = True,
+        normalize_coords: bool = True,
+    ) -> tuple[int, list[int], torch.Tensor]:
+        """Prompt ``obj_id`` on ``frame_idx`` with clicks and/or a box.
+
+        Args:
+            points: ``[N, 2]`` (x, y) in video pixels (model-input pixels if not
+                ``normalize_coords``); labels ``[N]``: 1 positive, 0 negative.
+            box: ``[4]`` xyxy (becomes two points with labels 2, 3, placed first).
+            clear_old_points: replace earlier clicks of this object on this frame; with False
+                the clicks are appended (correction clicks; the previous mask logits are fed to
+                the decoder as well).
+
+        Returns ``(frame_idx, obj_ids, video_res_masks [O, 1, H, W] logits)`` of that frame.
+        """
+        self._check_frame(state, frame_idx)
+        if (points is None) != (labels is None):
+            raise ValueError("points and labels must be given together")
+        if points is None and box is None:
+            raise ValueError("give points (with labels) or a box")
+        with self._inference():
+            obj_idx = self._obj_id_to_idx(state, obj_id)
+            pts = (
+                torch.zeros(0, 2)
+                if points is None
+                else torch.as_tensor(points, dtype=torch.float32)
+            )
+            lbl = torch.zeros(0, dtype=torch.int32) if labels is None else torch.as_tensor(labels)
+            pts, lbl = pts.reshape(1, -1, 2).float(), lbl.reshape(1, -1).to(torch.int32)
+            if pts.shape[1] != lbl.shape[1]:
+                raise ValueError(f"{pts.shape[1]} points but {lbl.shape[1]} labels")
+            if box is not None:
+                if not clear_old_points:
+                    raise ValueError("a box must come before clicks: use clear_old_points=True")
+                box_t = torch.as_tensor(box, dtype=torch.float32).reshape(1, 2, 2)
+                pts = torch.cat([box_t, pts], dim=1)
+                lbl = torch.cat([torch.tensor([[2, 3]], dtype=torch.int32), lbl], dim=1)
+            if normalize_coords:
+                pts = pts / torch.tensor(
+                    [state.video_width, state.video_height], dtype=torch.float32
+                )
+            pts = (pts * self.image_size).to(state.device)
+            lbl = lbl.to(state.device)
+
+            old = None if clear_old_points else state.point_inputs_per_obj[obj_idx].get(frame_idx)
+            point_inputs = _concat_points(old, pts, lbl)
+            state.point_inputs_per_obj[obj_idx][frame_idx] = point_inputs
+            state.mask_inputs_per_obj[obj_idx].pop(frame_idx, None)
+            return self._run_prompted_frame(
+                state,
+                obj_idx=obj_idx,
+                frame_idx=frame_idx,
+                point_inputs=point_inputs,
+                mask_inputs=None,
+            )
+
+    def _run_prompted_frame(
+        self,
+        state: InferenceState,
+        *,
+        obj_idx: int,
+        frame_idx: int,
+        point_inputs: dict[str, torch.Tensor] | None,
+        mask_inputs: torch.Tensor | None,
+    ) -> tuple[int, list[int], torch.Tensor]:
+        """Predict the prompted object on its frame into the temporary outputs."""
+        tracked = state.frames_tracked_per_obj[obj_idx]
+        is_init_cond_frame = frame_idx not in tracked
+        reverse = False if is_init_cond_frame else tracked[frame_idx]["reverse"]
+        is_cond = is_init_cond_frame or self.add_all_frames_to_correct_as_cond
+        key = "cond_frame_outputs" if is_cond else "non_cond_frame_outputs"
+        out_dict = state.output_dict_per_obj[obj_idx]
+        temp_dict = state.temp_output_dict_per_obj[obj_idx]
+
+        prev_logits = None
+        if point_inputs is not None:
+            # The latest mask of this object on this frame refines the new clicks.
+            prev = temp_dict[key].get(frame_idx)
+            if prev is None:
+                prev = out_dict["cond_frame_outputs"].get(frame_idx)
+            if prev is None:
+                prev = out_dict["non_cond_frame_outputs"].get(frame_idx)
+            if prev is not None and prev["pred_masks"] is not None:
+                prev_logits = prev["pred_masks"].to(state.device).float().clamp(-32.0, 32.0)
+
+        current_out, _ = self._run_single_frame_inference(
+            state,
+            output_dict=out_dict,
+            frame_idx=frame_idx,
+            is_init_cond_frame=is_init_cond_frame,
+            point_inputs=point_inputs,
+            mask_inputs=mask_inputs,
+            reverse=reverse,
+            run_mem_encoder=False,
+            prev_sam_mask_logits=prev_logits,
+        )
+        temp_dict[key][frame_idx] = current_out
+        video_res = self._consolidate_at_video_res(state, frame_idx, is_cond=is_cond)
+        return frame_idx, list(state.obj_ids), self._to_video_res(state, video_res)
+
+    # ------------------------------------------------------------------ propagation
+
+    def propagate_in_video(
+        self,
+        state: InferenceState,
+        *,
+        start_frame_idx: int | None = None,
+        max_frame_num_to_track: int | None = None,
+        reverse: bool = False,
+    ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+        """Track every object through the video.
+
+        Yields ``(frame_idx, obj_ids, video_res_masks [O, 1, H, W] logits)`` per frame, from
+        ``start_frame_idx`` (default: the earliest prompted frame) forward, or backward with
+        ``reverse`` (frame 0 included).
+        """
+        with self._inference():
+            self._preflight(state)
+            order = self._processing_order(state, start_frame_idx, max_frame_num_to_track, reverse)
+            for frame_idx in order:
+                masks = [
+                    self._propagate_object(state, obj_idx, frame_idx, reverse)
+                    for obj_idx in range(state.num_objects)
+                ]
+                all_masks = torch.cat(masks, dim=0) if len(masks) > 1 else masks[0]
+                yield frame_idx, list(state.obj_ids), self._to_video_res(state, all_masks)
+
+    def _processing_order(
+        self,
+        state: InferenceState,
+        start_frame_idx: int | None,
+        max_frame_num_to_track: int | None,
+        reverse: bool,
+    ) -> list[int]:
+        if start_frame_idx is None:
+            start_frame_idx = min(
+                t for d in state.output_dict_per_obj.values() for t in d["cond_frame_outputs"]
+            )
+        self._check_frame(state, start_frame_idx)
+        n = state.num_frames if max_frame_num_to_track is None else int(max_frame_num_to_track)
+        if reverse:
+            end = max(start_frame_idx - n, 0)
+            return list(range(start_frame_idx, end - 1, -1)) if start_frame_idx > 0 else []
+        end = min(start_frame_idx + n, state.num_frames - 1)
+        return list(range(start_frame_idx, end + 1))
+
+    def _propagate_object(
+        self, state: InferenceState, obj_idx: int, frame_idx: int, reverse: bool
+    ) -> torch.Tensor:
+        """Low-res logits ``[1, 1, S/4, S/4]`` of one object on one frame (tracked or stored)."""
+        out_dict = state.output_dict_per_obj[obj_idx]
+        if frame_idx in out_dict["cond_frame_outputs"]:
+            pred = out_dict["cond_frame_outputs"][frame_idx]["pred_masks"].to(state.device)
+            if self.clear_non_cond_mem_around_input:
+                self._clear_non_cond_mem_around_input(state, frame_idx, obj_idx)
+        else:
+            current_out, pred = self._run_single_frame_inference(
+                state,
+                output_dict=out_dict,
+                frame_idx=frame_idx,
+                is_init_cond_frame=False,
+                point_inputs=None,
+                mask_inputs=None,
+                reverse=reverse,
+                run_mem_encoder=True,
+            )
+            out_dict["non_cond_frame_outputs"][frame_idx] = current_out
+            if self.bounded_memory:
+                self._trim_outputs(state, obj_idx, frame_idx, reverse)
+        state.frames_tracked_per_obj[obj_idx][frame_idx] = {"reverse": reverse}
+        return pred
+
+    def _preflight(self, state: InferenceState) -> None:
+        """Commit the prompted frames: encode their memories and move them into the bank."""
+        if state.num_objects == 0:
+            raise RuntimeError("no objects: add a mask, points or a box first")
+        for obj_idx in range(state.num_objects):
+            out_dict = state.output_dict_per_obj[obj_idx]
+            temp_dict = state.temp_output_dict_per_obj[obj_idx]
+            for key in ("non_cond_frame_outputs", "cond_frame_outputs"):
+                for frame_idx, out in temp_dict[key].items():
+                    if out["maskmem_features"] is None:
+                        # Memory of a prompted frame: its low-res prediction, upsampled and
+                        # binarised (treated as coming from clicks, like the official code).
+                        high_res = F.interpolate(
+                            out["pred_masks"].to(state.device).float(),
+                            size=(self.image_size, self.image_size),
+                            mode="bilinear",
+                            align_corners=False,
+                        )
+                        feats, pos = self._run_memory_encoder(
+                            state,
+                            frame_idx=frame_idx,
+                            high_res_masks=high_res,
+                            object_score_logits=out["object_score_logits"],
+                            is_mask_from_pts=True,
+                        )
+                        out["maskmem_features"] = feats
+                        out["maskmem_pos_enc"] = pos
+                    out_dict[key][frame_idx] = out
+                    if self.clear_non_cond_mem_around_input:
+                        self._clear_non_cond_mem_around_input(state, frame_idx, obj_idx)
+                temp_dict[key].clear()
+            if not out_dict["cond_frame_outputs"]:
+                obj_id = state.obj_idx_to_id[obj_idx]
+                raise RuntimeError(f"object id {obj_id} has no prompt on any frame")
+            for frame_idx in out_dict["cond_frame_outputs"]:
+                out_dict["non_cond_frame_outputs"].pop(frame_idx, None)
+
+    # ------------------------------------------------------------------ model calls
+
+    def _get_image_feature(
+        self, state: InferenceState, frame_idx: int, batch_size: int
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[int, int]]]:
+        """Backbone features of a frame (the most recent frame is cached), expanded to
+        ``batch_size``: ``(vision_feats, vision_pos_embeds, feat_sizes)``."""
+        cached = state.cached_features.get(frame_idx)
+        if cached is None:
+            image = state.frames.frame(frame_idx).to(state.device).float().unsqueeze(0)
+            backbone_out = self.model.forward_image(image)
+            state.cached_features = {frame_idx: (image, backbone_out)}
+        else:
+            backbone_out = cached[1]
+        expanded = {
+            "backbone_fpn": [
+                x.expand(batch_size, -1, -1, -1) for x in backbone_out["backbone_fpn"]
+            ],
+            "vision_pos_enc": [
+                x.expand(batch_size, -1, -1, -1) for x in backbone_out["vision_pos_enc"]
+            ],
+        }
+        _, feats, pos, sizes = self.model._prepare_backbone_features(expanded)
+        return feats, pos, sizes
+
+    def _run_single_frame_inference(
+        self,
+        state: InferenceState,
+        *,
+        output_dict: OutputDict,
+        frame_idx: int,
+        is_init_cond_frame: bool,
+        point_inputs: dict[str, torch.Tensor] | None,
+        mask_inputs: torch.Tensor | None,
+        reverse: bool,
+        run_mem_encoder: bool,
+        prev_sam_mask_logits: torch.Tensor | None = None,
+    ) -> tuple[FrameOutput, torch.Tensor]:
+        """One tracking step of one object; returns ``(compact stored output, pred_masks on
+        the compute device)``. Memories are stored in bf16 on the storage device."""
+        feats, pos, sizes = self._get_image_feature(state, frame_idx, 1)
+        out = self.model.track_step(
+            frame_idx=frame_idx,
+            is_init_cond_frame=is_init_cond_frame,
+            current_vision_feats=feats,
+            current_vision_pos_embeds=pos,
+            feat_sizes=sizes,
+            point_inputs=point_inputs,
+            mask_inputs=mask_inputs,
+            output_dict=output_dict,
+            num_frames=state.num_frames,
+            track_in_reverse=reverse,
+            run_mem_encoder=run_mem_encoder,
+            prev_sam_mask_logits=prev_sam_mask_logits,
+        )
+        storage = state.storage_device
+        maskmem = out["maskmem_features"]
+        if maskmem is not None:
+            maskmem = maskmem.to(torch.bfloat16).to(storage, non_blocking=True)
+        pred_masks = out["pred_masks"].float()
+        if self.fill_hole_area > 0:
+            pred_masks = fill_holes_in_mask_scores(pred_masks, self.fill_hole_area)
+        compact = {
+            "maskmem_features": maskmem,
+            "maskmem_pos_enc": self._get_maskmem_pos_enc(state, out["maskmem_pos_enc"]),
+            "pred_masks": pred_masks.to(storage, non_blocking=True),
+            "obj_ptr": out["obj_ptr"],  # small: kept on the compute device
+            "object_score_logits": out["object_score_logits"],
+        }
+        return compact, pred_masks
+
+    def _run_memory_encoder(
+        self,
+        state: InferenceState,
+        *,
+        frame_idx: int,
+        high_res_masks: torch.Tensor,
+        object_score_logits: torch.Tensor,
+        is_mask_from_pts: bool,
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        feats, _, sizes = self._get_image_feature(state, frame_idx, high_res_masks.shape[0])
+        maskmem, pos = self.model._encode_new_memory(
+            current_vision_feats=feats,
+            feat_sizes=sizes,
+            pred_masks_high_res=high_res_masks,
+            object_score_logits=object_score_logits,
+            is_mask_from_pts=is_mask_from_pts,
+        )
+        maskmem = maskmem.to(torch.bfloat16).to(state.storage_device, non_blocking=True)
+        return maskmem, self._get_maskmem_pos_enc(state, pos)
+
+    @staticmethod
+    def _get_maskmem_pos_enc(
+        state: InferenceState, pos: list[torch.Tensor] | None
+    ) -> list[torch.Tensor] | None:
+        """The memory position encoding is the same for every frame: store one copy."""
+        if pos is None:
+            return None
+        cached = state.constants.get("maskmem_pos_enc")
+        if cached is None:
+            cached = [x[0:1].clone() for x in pos]
+            state.constants["maskmem_pos_enc"] = cached
+        return [x.expand(pos[0].shape[0], -1, -1, -1) for x in cached]
+
+    # ------------------------------------------------------------------ outputs
+
+    def _consolidate_at_video_res(
+        self, state: InferenceState, frame_idx: int, *, is_cond: bool
+    ) -> torch.Tensor:
+        """Masks ``[O, 1, H, W]`` of every object on a frame (NO_OBJ_SCORE where none)."""
+        key = "cond_frame_outputs" if is_cond else "non_cond_frame_outputs"
+        h, w = state.video_height, state.video_width
+        out = torch.full(
+            (state.num_objects, 1, h, w), NO_OBJ_SCORE, dtype=torch.float32, device=state.device
+        )
+        for obj_idx in range(state.num_objects):
+            cand = state.temp_output_dict_per_obj[obj_idx][key].get(frame_idx)
+            od = state.output_dict_per_obj[obj_idx]
+            if cand is None:
+                cand = od["cond_frame_outputs"].get(frame_idx)
+            if cand is None:
+                cand = od["non_cond_frame_outputs"].get(frame_idx)
+            if cand is None:
+                continue
+            m = cand["pred_masks"].to(state.device).float()
+            if m.shape[-2:] != (h, w):
+                m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
+            out[obj_idx : obj_idx + 1] = m
+        return out
+
+    def _to_video_res(self, state: InferenceState, masks: torch.Tensor) -> torch.Tensor:
+        """Bilinear resize of ``[O, 1, h, w]`` logits to the video size (float32)."""
+        masks = masks.to(state.device).float()
+        size = (state.video_height, state.video_width)
+        if masks.shape[-2:] != size:
+            masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+        if self.non_overlap_masks:
+            masks = self.model._apply_non_overlapping_constraints(masks)
+        return masks
+
+    # ------------------------------------------------------------------ memory hygiene
+
+    def _clear_non_cond_mem_around_input(
+        self, state: InferenceState, frame_idx: int, obj_idx: int
+    ) -> None:
+        """Drop non-conditioning outputs within ``num_maskmem`` frames of a prompted frame."""
+        r = self.model.memory_temporal_stride_for_eval * self.model.num_maskmem
+        non_cond = state.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"]
+        for t in range(frame_idx - r, frame_idx + r + 1):
+            non_cond.pop(t, None)
+
+    def _trim_outputs(
+        self, state: InferenceState, obj_idx: int, frame_idx: int, reverse: bool
+    ) -> None:
+        """Drop non-conditioning outputs that no later frame of this pass can attend to."""
+        m = self.model
+        window = max(
+            (m.num_maskmem - 1) * m.memory_temporal_stride_for_eval + 1,
+            m.max_obj_ptrs_in_encoder,
+        )
+        non_cond = state.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"]
+        stale = [
+            t for t in non_cond if (t > frame_idx + window if reverse else t < frame_idx - window)
+        ]
+        for t in stale:
+            del non_cond[t]
+            state.frames_tracked_per_obj[obj_idx].pop(t, None)
+
+
+def _concat_points(
+    old: dict[str, torch.Tensor] | None, points: torch.Tensor, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Append clicks ``[1, N, 2]`` / ``[1, N]`` to an object's existing clicks."""
+    if old is None:
+        return {"point_coords": points, "point_labels": labels}
+    return {
+        "point_coords": torch.cat([old["point_coords"], points], dim=1),
+        "point_labels": torch.cat([old["point_labels"], labels], dim=1),
+    }
+
+
+def fill_holes_in_mask_scores(mask: torch.Tensor, max_area: int) -> torch.Tensor:
+    """Set background holes (8-connected, area <= ``max_area``) inside masks to logit 0.1.
+
+    ``mask [B, 1, h, w]`` logits; computed on the CPU with OpenCV (the official code needs a
+    CUDA extension for this).
+    """
+    import cv2
+
+    out = mask.clone()
+    bg = (mask <= 0).squeeze(1).cpu().numpy().astype(np.uint8)
+    for i in range(bg.shape[0]):
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(bg[i], connectivity=8)
+        small = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] <= max_area]
+        if not small:
+            continue
+        hole = torch.from_numpy(np.isin(labels, small)).to(mask.device)
+        out[i, 0] = torch.where(hole, torch.full_like(out[i, 0], 0.1), out[i, 0])
+    return out
