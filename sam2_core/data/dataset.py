@@ -255,8 +255,14 @@ class RecordSource(ClipSource):
     def _list(self) -> list[VideoRecord]:
         from sam2_core.data.formats import iter_videos
 
-        assert self.url is not None
-        recs = list(iter_videos(self.url, fmt=self._fmt, split=self._split))
+        try:
+            recs = list(iter_videos(self.url, fmt=self._fmt, split=self._split))
+        except DataError:
+            if self._split != "train":
+                raise
+            # Raw folders often have no split list at all: then every video is for training.
+            log.warning("%s: no 'train' video list; training on every video", self.url)
+            recs = list(iter_videos(self.url, fmt=self._fmt, split=None))
         return sorted(recs, key=lambda r: r.video_id)
 
     def _recs(self) -> list[VideoRecord]:
