@@ -483,14 +483,12 @@ class _SourceLoader:
         data: DataConfig,
         rank: int,
         world_size: int,
-        seed: int,
     ) -> None:
         self.cfg = cfg
         self.source = source
         self.data = data
         self.rank = rank
         self.world_size = world_size
-        self.seed = seed
         sampler = ClipSampler(cfg.num_frames, cfg.max_num_objects, cfg.reverse_time_prob)
         usable = [i for i, v in enumerate(source.videos) if sampler.usable(v.num_frames)]
         short = len(source.videos) - len(usable)
@@ -509,31 +507,31 @@ class _SourceLoader:
             )
         self.items = [i for i in usable for _ in range(max(1, cfg.multiplier))]
 
-    def batches(self, epoch: int) -> list[list[tuple[int, int]]]:
+    def batches(self, epoch: int, seed: int) -> list[list[tuple[int, int]]]:
         return rank_batches(
             len(self.items),
             batch_size=self.cfg.batch_size,
             rank=self.rank,
             world_size=self.world_size,
-            seed=self.seed,
+            seed=seed,
             epoch=epoch,
         )
 
-    def stream(self, epoch: int, start: int) -> ClipStream:
+    def stream(self, epoch: int, start: int, seed: int) -> ClipStream:
         return ClipStream(
             self.source,
             cfg=self.cfg,
             transform=self.data.transform_config(),
             items=self.items,
-            batches=self.batches(epoch),
+            batches=self.batches(epoch, seed),
             start=start,
-            seed=self.seed,
+            seed=seed,
             epoch=epoch,
             augment=self.data.augment,
         )
 
-    def iterate(self, epoch: int, start: int) -> Iterator[BatchedVideo]:
-        stream = self.stream(epoch, start)
+    def iterate(self, epoch: int, start: int, seed: int) -> Iterator[BatchedVideo]:
+        stream = self.stream(epoch, start, seed)
         if self.data.num_workers <= 0:
             return iter(stream)
         loader = DataLoader(
@@ -587,14 +585,13 @@ class TrainLoader:
                 data=cfg,
                 rank=rank,
                 world_size=world_size,
-                seed=seed,
             )
             for sc in cfg.source_configs()
         ]
         self.last_streams: list[ClipStream] = []
 
     def _order(self) -> list[int]:
-        counts = [len(ld.batches(self.epoch)) for ld in self.loaders]
+        counts = [len(ld.batches(self.epoch, self.seed)) for ld in self.loaders]
         if len(self.loaders) == 1:
             return [0] * counts[0]
         return mix_order(counts, seed=self.seed, epoch=self.epoch)
@@ -613,7 +610,7 @@ class TrainLoader:
         for k in order[self.position :]:
             it = its[k]
             if it is None:
-                it = its[k] = self.loaders[k].iterate(self.epoch, starts[k])
+                it = its[k] = self.loaders[k].iterate(self.epoch, starts[k], self.seed)
             batch = next(it)
             self.position += 1
             yield batch
