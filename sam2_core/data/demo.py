@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -218,24 +220,60 @@ def render_demo_video(
     return frames, masks
 
 
-def encode_mp4(frames: np.ndarray, *, fps: int = FPS, crf: int = 18) -> bytes:
-    """Encode ``uint8 [T, H, W, 3]`` RGB frames as H.264 (libx264, yuv420p) in an mp4."""
-    import av
+def encode_mp4(
+    frames: np.ndarray | Sequence[np.ndarray],
+    *,
+    fps: int = FPS,
+    crf: int = 18,
+    preset: str = "veryfast",
+    faststart: bool = False,
+) -> bytes:
+    """Encode RGB frames (``uint8 [T, H, W, 3]`` or a list of ``[H, W, 3]``) as H.264
+    (libx264, yuv420p) in an mp4.
 
-    t, h, w = frames.shape[:3]
+    ``faststart`` puts the index (moov atom) before the frames, as streaming sites do.
+    """
+    h, w = frames[0].shape[:2]
     if h % 2 or w % 2:
         raise ValueError(f"frame size {h}x{w}: H.264 yuv420p needs even height and width")
+    if faststart:  # the muxer rewrites the file in a second pass: needs a real file
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "v.mp4")
+            opts = {"movflags": "faststart"}
+            _encode_to(path, frames, fps=fps, crf=crf, preset=preset, options=opts)
+            with open(path, "rb") as f:
+                return f.read()
     buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as container:
+    _encode_to(buf, frames, fps=fps, crf=crf, preset=preset, options={})
+    return buf.getvalue()
+
+
+def _encode_to(
+    target: Any,
+    frames: np.ndarray | Sequence[np.ndarray],
+    *,
+    fps: int,
+    crf: int,
+    preset: str,
+    options: dict[str, str],
+) -> None:
+    import av
+
+    h, w = frames[0].shape[:2]
+    with av.open(target, "w", format="mp4", options=options) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         # One encoder thread keeps the bitstream byte-identical across machines.
-        stream.codec_context.options = {"preset": "veryfast", "crf": str(crf), "threads": "1"}
-        for i in range(t):
-            frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
+        stream.codec_context.options = {"preset": preset, "crf": str(crf), "threads": "1"}
+        prev: np.ndarray | None = None
+        frame: Any = None
+        for img in frames:
+            if img is not prev:  # a repeated array (still video) is converted once
+                rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                frame, prev = rgb.reformat(format="yuv420p"), img
+            frame.pts = None  # let PyAV number the frames (a reused frame keeps its old pts)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
-    return buf.getvalue()
 
 
 def _bucket(area: float) -> str:

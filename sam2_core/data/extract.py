@@ -341,13 +341,25 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
+def _init_worker(environ: dict[str, str]) -> None:
+    """Give workers the caller's current environment (credentials, emulator hosts): a
+    forkserver started earlier would otherwise hand out an older copy."""
+    os.environ.update(environ)
+
+
 def _results(tasks: list[VideoTask], workers: int) -> Iterator[dict[str, Any]]:
     """Run tasks in this process (workers=0) or in a process pool, yielding as they finish."""
     if workers <= 0 or len(tasks) <= 1:
         for t in tasks:
             yield _run_task(t)
         return
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+    pool = cf.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=_pool_context(),
+        initializer=_init_worker,
+        initargs=(dict(os.environ),),
+    )
+    with pool:
         futures = [pool.submit(_run_task, t) for t in tasks]
         for fut in cf.as_completed(futures):
             yield fut.result()
