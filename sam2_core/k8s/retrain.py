@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sam2_core.k8s.launcher import RUN_ID_ANNOTATION
 from sam2_core.k8s.pytorchjob import (
     PyTorchJobSpec,
     job_name_for_run,
@@ -41,8 +42,6 @@ from sam2_core.k8s.pytorchjob import (
 )
 
 log = logging.getLogger("sam2kf.retrain")
-
-GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 
 
 @dataclass
@@ -109,8 +108,10 @@ def build_spec(
     train_args = [*overrides, f"data.shards={shards}", f"trainer.output_dir={output_dir}"]
     try:
         namespace = namespace or os.environ.get("POD_NAMESPACE") or shared.get("namespace")
+        # The launcher compares this annotation on HTTP 409 to attach only to our own run's job.
+        annotations = {**shared.get("annotations", {}), RUN_ID_ANNOTATION: run_id}
         return spec_from_dict(
-            {**shared, "namespace": namespace or "default"},
+            {**shared, "namespace": namespace or "default", "annotations": annotations},
             name=name or job_name_for_run(run_id),
             train_args=train_args,
         )
@@ -157,100 +158,25 @@ def run_data_steps(
 # --------------------------------------------------------------------------------------------
 
 
-def _custom_api(api_client: Any = None) -> Any:
-    from kubernetes import client, config
+def run_job(
+    job: dict[str, Any], *, wait: bool, timeout_s: float, poll_s: float, api_client: Any = None
+) -> int:
+    """Create (or attach to) ``job`` through the pipeline's launcher; with ``wait``, follow the
+    Master's log until the job ends (raises on failure/timeout, deletes the job on SIGTERM)."""
+    from sam2_core.k8s.launcher import PyTorchJobLauncher
 
-    if api_client is None:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        api_client = client.ApiClient()
-    return client.CustomObjectsApi(api_client)
-
-
-def _explain(e: Any, verb: str, namespace: str) -> RuntimeError:
-    if getattr(e, "status", None) == 403:
-        return RuntimeError(
-            f"forbidden to {verb} pytorchjobs.kubeflow.org in namespace {namespace!r}: bind the "
-            "pod's service account to the Role 'sam2kf-launcher' (manifests/base/rbac.yaml)"
-        )
-    if getattr(e, "status", None) == 404:
-        return RuntimeError(
-            "the API server does not know pytorchjobs.kubeflow.org/v1: install the Kubeflow "
-            "Training Operator v1.9 (PyTorchJob CRD) in the cluster"
-        )
-    return RuntimeError(f"{verb} pytorchjob failed: HTTP {getattr(e, 'status', '?')}: {e}")
-
-
-def create_or_attach(job: dict[str, Any], *, api_client: Any = None) -> dict[str, Any]:
-    """Create the PyTorchJob; if it already exists (HTTP 409), return the existing one."""
-    from kubernetes.client.rest import ApiException
-
-    api = _custom_api(api_client)
-    ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
-    try:
-        created: dict[str, Any] = api.create_namespaced_custom_object(
-            GROUP, VERSION, ns, PLURAL, job
-        )
-        log.info("created pytorchjob %s/%s", ns, name)
-        return created
-    except ApiException as e:
-        if e.status != 409:
-            raise _explain(e, "create", ns) from e
-    log.info("pytorchjob %s/%s exists already: attaching to it", ns, name)
-    try:
-        existing: dict[str, Any] = api.get_namespaced_custom_object(
-            GROUP, VERSION, ns, PLURAL, name
-        )
-    except ApiException as e:
-        raise _explain(e, "get", ns) from e
-    return existing
-
-
-def job_phase(job: dict[str, Any]) -> str | None:
-    """ "Succeeded" / "Failed" once finished, else the latest true condition type (or None)."""
-    conditions = (job.get("status") or {}).get("conditions") or []
-    true = [c for c in conditions if str(c.get("status")) == "True"]
-    for final in ("Succeeded", "Failed"):
-        if any(c.get("type") == final for c in true):
-            return final
-    return true[-1].get("type") if true else None
-
-
-def wait_for_job(
-    namespace: str, name: str, *, timeout_s: float, poll_s: float = 30.0, api_client: Any = None
-) -> str:
-    """Poll until the job Succeeded/Failed; on timeout delete it (freeing its GPUs) and raise."""
-    from kubernetes.client.rest import ApiException
-
-    api = _custom_api(api_client)
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while True:
-        try:
-            job = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        except ApiException as e:
-            raise _explain(e, "get", namespace) from e
-        phase = job_phase(job)
-        if phase != last:
-            log.info("pytorchjob %s/%s: %s", namespace, name, phase or "Pending")
-            last = phase
-        if phase == "Succeeded":
-            return phase
-        if phase == "Failed":
-            reasons = [
-                f"{c.get('reason')}: {c.get('message')}"
-                for c in (job.get("status") or {}).get("conditions") or []
-                if c.get("type") == "Failed"
-            ]
-            raise RuntimeError(f"pytorchjob {namespace}/{name} failed: {'; '.join(reasons)}")
-        if time.monotonic() >= deadline:
-            api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-            raise TimeoutError(
-                f"pytorchjob {namespace}/{name} not finished after {timeout_s}s; deleted"
-            )
-        time.sleep(poll_s)
+    launcher = PyTorchJobLauncher(
+        api_client=api_client,
+        namespace=job["metadata"]["namespace"],
+        poll_interval_s=poll_s,
+        timeout_s=timeout_s,
+    )
+    if not wait:
+        launcher.create_or_attach(job)
+        return 0
+    result = launcher.launch(job)
+    log.info("pytorchjob %s/%s: %s", result.namespace, result.name, result.state)
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,15 +197,7 @@ def _launch(
     if dry_run:
         _print_yaml(job)
         return 0
-    created = create_or_attach(job)
-    if wait:
-        wait_for_job(
-            created["metadata"]["namespace"],
-            created["metadata"]["name"],
-            timeout_s=timeout_s,
-            poll_s=poll_s,
-        )
-    return 0
+    return run_job(job, wait=wait, timeout_s=timeout_s, poll_s=poll_s)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -342,12 +260,10 @@ def cron_plan(config_dir: str | Path, run_id: str) -> dict[str, Any]:
     }
 
 
-def cmd_cron(args: argparse.Namespace) -> int:
-    plan = cron_plan(args.config_dir, args.run_id)
-    if args.dry_run:
-        _print_yaml(plan)
-        return 0
-    cfg = load_retrain_config(args.config_dir)
+def run_cron(config_dir: str | Path, run_id: str, *, api_client: Any = None) -> int:
+    """One scheduled run: KFP submit, or data steps then the PyTorchJob (followed to its end)."""
+    plan = cron_plan(config_dir, run_id)
+    cfg = load_retrain_config(config_dir)
     if plan["mode"] == "kfp":
         log.info("submitting the pipeline to KFP: %s", " ".join(plan["command"]))
         return subprocess.run(plan["command"], check=False).returncode
@@ -359,14 +275,16 @@ def cmd_cron(args: argparse.Namespace) -> int:
         shard_size_mb=cfg.shard_size_mb,
         val_fraction=cfg.val_fraction,
     )
-    created = create_or_attach(plan["job"])
-    wait_for_job(
-        created["metadata"]["namespace"],
-        created["metadata"]["name"],
-        timeout_s=cfg.timeout_s,
-        poll_s=cfg.poll_s,
+    return run_job(
+        plan["job"], wait=True, timeout_s=cfg.timeout_s, poll_s=cfg.poll_s, api_client=api_client
     )
-    return 0
+
+
+def cmd_cron(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        _print_yaml(cron_plan(args.config_dir, args.run_id))
+        return 0
+    return run_cron(args.config_dir, args.run_id)
 
 
 def wait_for_path(path: str, *, timeout_s: float, poll_s: float = 10.0) -> None:

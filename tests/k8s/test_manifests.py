@@ -213,10 +213,12 @@ def test_cronjob_run_renders_a_valid_job(
     def normalise(j: dict[str, Any]) -> dict[str, Any]:
         j = copy.deepcopy(j)
         j["metadata"]["name"] = "X"
+        j["metadata"].pop("annotations", None)  # the run-id annotation of scheduled jobs
         j["spec"].pop("elasticPolicy", None)
         for r in j["spec"]["pytorchReplicaSpecs"].values():
             pod = r["template"]["spec"]
             pod.pop("initContainers", None)
+            r["template"]["metadata"]["annotations"].pop("sam2kf.io/run-id", None)
             pod["containers"][0]["command"] = [
                 a
                 for a in pod["containers"][0]["command"]
@@ -263,3 +265,43 @@ def test_bad_configmap_is_reported_with_its_file(tmp_path: Path) -> None:
     (cfg / "job.json").write_text(json.dumps(data))
     with pytest.raises(SystemExit, match=r"job\.json.*gpu_per_node"):
         retrain.cron_plan(cfg, "r1")
+
+
+def test_cronjob_run_end_to_end_against_a_loopback_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CronJob's program for real: demo videos -> extract -> shards -> PyTorchJob created
+    through the launcher (loopback API server) and followed to Succeeded; a retried pod of the
+    same run attaches to that job instead of creating a second one."""
+    from sam2_core.data.demo import write_demo_dataset
+
+    from .launcher_stub import ApiState, FakeApiServer
+
+    monkeypatch.setenv("POD_NAMESPACE", "sam2kf-dev")
+    cfg = _write_configmap("dev", tmp_path)
+    data = json.loads((cfg / "retrain.json").read_text())
+    data.update(
+        raw=str(tmp_path / "raw"),
+        work_root=str(tmp_path / "work"),
+        output_root=str(tmp_path / "runs"),
+        poll_s=0.01,
+    )
+    (cfg / "retrain.json").write_text(json.dumps(data))
+    write_demo_dataset(
+        dst=str(tmp_path / "raw"), num_videos=2, num_frames=12, sizes=((64, 96),) * 2
+    )
+
+    state = ApiState(script=["Created", "Running", "Succeeded"])
+    with FakeApiServer(state) as api:
+        assert retrain.run_cron(cfg, "sam2kf-retrain-1", api_client=api.api_client()) == 0
+        assert retrain.run_cron(cfg, "sam2kf-retrain-1", api_client=api.api_client()) == 0
+    assert (tmp_path / "work" / "sam2kf-retrain-1" / "shards" / "manifest.json").exists()
+    assert state.creates == 1
+    (name,) = state.jobs
+    assert name == retrain.job_name_for_run("sam2kf-retrain-1")
+    job = state.jobs[name]
+    assert job["metadata"]["namespace"] == "sam2kf-dev"
+    command = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][
+        "command"
+    ]
+    assert f"data.shards={tmp_path}/work/sam2kf-retrain-1/shards" in command
