@@ -1,0 +1,566 @@
+"""Semi-supervised VOS inference over a dataset, scored with the official J&F protocol.
+
+For every video: the ground-truth masks of the first annotated frame are the prompts (option
+``prompt="appear"``: every object is prompted on the first annotated frame where it is visible,
+and tracked from there on, like the official ``--track_object_appearing_later_in_video``); the
+video predictor propagates through *all* frames (SA-V val: 24 fps images, 6 fps annotations);
+logits are thresholded at 0; annotated frames are written in the official layouts and scored.
+
+Outputs under ``out``::
+
+    predictions/<video>/<obj:03d>/<frame:05d>.png   (SA-V layout)  or
+    predictions/<video>/<frame:05d>.png             (DAVIS layout, palette, no overlaps)
+    _progress/<video>.json     per-video scores, written last for the video (resume marker)
+    results.csv  summary.json  per_video.csv  per_frame.json  report.html
+
+Frames before an object's prompt frame are predicted empty. Objects are processed in batches
+(``max_objects_per_batch``) that share the predictor's cached frame features.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from sam2_core.data.records import DataError, VideoRecord, check_video_id
+from sam2_core.eval.jf import (
+    JFResult,
+    ObjectScores,
+    SequenceScorer,
+    VideoScores,
+    frames_to_evaluate,
+)
+from sam2_core.eval.layouts import (
+    PredLayout,
+    compose_labels,
+    frame_file,
+    write_davis_frame,
+    write_sav_frame,
+)
+
+log = logging.getLogger(__name__)
+
+Prompt = Literal["first", "appear"]
+PROGRESS_DIR = "_progress"
+PRED_DIR = "predictions"
+
+
+# ----------------------------------------------------------------------------- model / device
+
+
+def resolve_device(device: str | Any = "auto") -> Any:
+    """``"auto"`` -> CUDA when available, else CPU; anything else -> ``torch.device``."""
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast_for(device: Any) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA (as the official inference), nothing (fp32) on CPU."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def infer_model_name(checkpoint: str) -> str:
+    """The model config whose state-dict keys and shapes equal those of ``checkpoint``."""
+    import torch
+
+    from sam2_core.model.build import MODEL_NAMES, build_model, guess_model_name, read_state_dict
+
+    guessed = guess_model_name(checkpoint)
+    if guessed is not None:
+        return guessed
+    state = read_state_dict(checkpoint)
+    want = {k: tuple(v.shape) for k, v in state.items()}
+    for name in MODEL_NAMES:
+        with torch.device("meta"):
+            model = build_model(name, device="meta")
+        have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if have == want:
+            return name
+    raise ValueError(
+        f"{checkpoint}: its keys/shapes match none of {', '.join(MODEL_NAMES)}; "
+        "pass the model name (--model-name) explicitly"
+    )
+
+
+def load_model(
+    model: Any, *, checkpoint: str | None = None, device: Any, model_name: str | None = None
+) -> Any:
+    """An ``nn.Module`` from a module, a model name / YAML path, or a checkpoint path."""
+    from torch import nn
+
+    from sam2_core.model.build import MODEL_NAMES, build_model
+
+    if isinstance(model, nn.Module):
+        return model.to(device)
+    spec = str(model)
+    if spec in MODEL_NAMES or spec.endswith((".yaml", ".yml")):
+        return build_model(spec, checkpoint=checkpoint, device=str(device))
+    if checkpoint is not None:
+        raise ValueError(f"model {spec!r} is not a model name, and a checkpoint is also given")
+    name = model_name or infer_model_name(spec)
+    log.info("checkpoint %s: model config %s", spec, name)
+    return build_model(name, checkpoint=spec, device=str(device))
+
+
+def make_predictor(model: Any, predictor_cls: Callable[..., Any] | None = None, **kw: Any) -> Any:
+    """``VideoPredictor(model, **kw)`` (or a class with the same interface)."""
+    if predictor_cls is None:
+        from sam2_core.model.predictor import VideoPredictor
+
+        predictor_cls = VideoPredictor
+    return predictor_cls(model, **kw)
+
+
+# ----------------------------------------------------------------------------- one video
+
+
+def prompt_plan(record: VideoRecord, prompt: Prompt = "first") -> dict[int, list[int]]:
+    """``{frame_index: [obj_id, ...]}``: on which annotated frame each object gets its mask."""
+    if not record.annotated_indices:
+        raise DataError(f"{record.source or record.video_id}: video has no annotated frame")
+    plan: dict[int, list[int]] = {}
+    first = record.annotated_indices[0]
+    for obj in record.obj_ids:
+        frames = [first] if prompt == "first" else record.annotated_indices
+        for f in frames:
+            if record.mask(obj, f).any():
+                plan.setdefault(f, []).append(obj)
+                break
+    return dict(sorted(plan.items()))
+
+
+def _batches(ids: list[int], size: int | None) -> Iterator[list[int]]:
+    step = size if size and size > 0 else max(len(ids), 1)
+    for i in range(0, len(ids), step):
+        yield ids[i : i + step]
+
+
+@dataclass
+class FrameOutput:
+    """Predicted logits of some objects on one frame: ``logits float32 [O, H, W]``."""
+
+    frame_index: int
+    obj_ids: list[int]
+    logits: np.ndarray
+
+
+def propagate_video(
+    predictor: Any,
+    record: VideoRecord,
+    *,
+    prompt: Prompt = "first",
+    max_objects_per_batch: int | None = None,
+    device: Any = None,
+    state: Any = None,
+) -> Iterator[FrameOutput]:
+    """Run the predictor over a video; yields every propagated frame of every object batch.
+
+    Batches are ordered by prompt frame; within a batch frames come in increasing order.
+    """
+    import torch
+
+    pos = {f: i for i, f in enumerate(record.frame_indices)}
+    missing = [f for f in record.annotated_indices if f not in pos]
+    if missing:
+        raise DataError(
+            f"{record.source or record.video_id}: annotated frames {missing} have no image"
+        )
+    plan = prompt_plan(record, prompt)
+    if not plan:
+        return
+    device = device or torch.device("cpu")
+    with torch.inference_mode(), autocast_for(device):
+        if state is None:
+            state = predictor.init_state(record)
+        for frame, objs in plan.items():
+            for batch in _batches(objs, max_objects_per_batch):
+                predictor.reset_state(state)
+                for obj in batch:
+                    mask = record.mask(obj, frame)
+                    predictor.add_new_mask(state, frame_idx=pos[frame], obj_id=obj, mask=mask)
+                for fi, obj_ids, masks in predictor.propagate_in_video(
+                    state, start_frame_idx=pos[frame]
+                ):
+                    logits = masks[:, 0].float().cpu().numpy()
+                    yield FrameOutput(record.frame_indices[fi], [int(o) for o in obj_ids], logits)
+
+
+class _VideoSink:
+    """Collects predictions of one video, writes PNGs and feeds the scorers.
+
+    SA-V layout: each object is written and scored as soon as its frames arrive (an object
+    belongs to exactly one batch, whose frames arrive in order). DAVIS layout: a running
+    per-frame label map keeps, per pixel, the object with the highest positive logit.
+    """
+
+    def __init__(
+        self,
+        record: VideoRecord,
+        *,
+        layout: PredLayout,
+        pred_root: str | None,
+        skip_first_and_last: bool,
+        write_all_frames: bool,
+    ) -> None:
+        self.rec = record
+        self.layout = layout
+        self.root = pred_root
+        self.write_all = write_all_frames
+        ann = record.annotated_indices
+        names = [frame_file(f) for f in ann]
+        self.eval_names = frames_to_evaluate(names, skip_first_and_last)
+        self.annotated = set(ann)
+        h, w = record.height, record.width
+        self.labels: dict[int, np.ndarray] = {}
+        self.best: dict[int, np.ndarray] = {}
+        if layout == "davis":
+            for f in ann:
+                self.labels[f] = np.zeros((h, w), np.uint8)
+                self.best[f] = np.zeros((h, w), np.float32)
+        self.scorers = {
+            o: SequenceScorer(record.video_id, obj_name=f"{o:03d}") for o in record.obj_ids
+        }
+        self._next: dict[int, int] = {o: 0 for o in record.obj_ids}  # next annotated frame
+
+    def _feed_obj(self, obj: int, frame: int, pred: np.ndarray) -> None:
+        """Score/write one object frame; fills skipped annotated frames with empty masks."""
+        ann = self.rec.annotated_indices
+        empty = np.zeros((self.rec.height, self.rec.width), bool)
+        while self._next[obj] < len(ann) and ann[self._next[obj]] <= frame:
+            f = ann[self._next[obj]]
+            p = pred if f == frame else empty
+            if self.root is not None and self.layout == "sav":
+                write_sav_frame(self.root, self.rec.video_id, f, {obj: p})
+            if frame_file(f) in self.eval_names:
+                self.scorers[obj].feed(frame_file(f), self.rec.mask(obj, f), p)
+            self._next[obj] += 1
+
+    def add(self, out: FrameOutput) -> None:
+        f = out.frame_index
+        if f not in self.annotated:
+            if self.write_all and self.root is not None and self.layout == "sav":
+                masks = {o: out.logits[i] > 0 for i, o in enumerate(out.obj_ids)}
+                write_sav_frame(self.root, self.rec.video_id, f, masks)
+            return
+        for i, obj in enumerate(out.obj_ids):
+            if self.layout == "sav":
+                if obj in self.scorers:
+                    self._feed_obj(obj, f, out.logits[i] > 0)
+            else:
+                lg = out.logits[i]
+                win = (lg > 0) & (lg > self.best[f])
+                self.labels[f][win] = obj
+                self.best[f][win] = lg[win]
+
+    def finish(self) -> VideoScores:
+        rec = self.rec
+        if self.layout == "sav":
+            last = rec.annotated_indices[-1] if rec.annotated_indices else -1
+            for obj in rec.obj_ids:  # objects never prompted, and trailing frames
+                if self._next[obj] < len(rec.annotated_indices):
+                    self._feed_obj(obj, last, np.zeros((rec.height, rec.width), bool))
+            objects: list[ObjectScores] = []
+            warnings = []
+            for obj in rec.obj_ids:
+                found = self.scorers[obj].results()
+                if not found:
+                    warnings.append(f"{rec.video_id}/{obj:03d}: empty on every evaluated frame")
+                objects.extend(found)
+            return VideoScores(rec.video_id, "sav", objects, [], warnings)
+        scorer = SequenceScorer(rec.video_id)
+        for f in rec.annotated_indices:
+            if self.root is not None:
+                write_davis_frame(self.root, rec.video_id, f, self.labels[f])
+            if frame_file(f) in self.eval_names:
+                gt = {o: rec.mask(o, f) for o in rec.obj_ids}
+                scorer.feed(frame_file(f), compose_labels(gt), self.labels[f])
+        return VideoScores(rec.video_id, "davis", scorer.results(), [], [])
+
+
+def predict_and_score_video(
+    predictor: Any,
+    record: VideoRecord,
+    *,
+    layout: PredLayout = "sav",
+    pred_root: str | None = None,
+    prompt: Prompt = "first",
+    max_objects_per_batch: int | None = None,
+    skip_first_and_last: bool = True,
+    write_all_frames: bool = False,
+    device: Any = None,
+) -> VideoScores:
+    """Predict one video, write its PNGs under ``pred_root`` (if given) and score it."""
+    if layout == "davis" and any(not 0 < o < 256 for o in record.obj_ids):
+        raise DataError(f"{record.video_id}: object ids must be 1..255 for the DAVIS layout")
+    sink = _VideoSink(
+        record,
+        layout=layout,
+        pred_root=pred_root,
+        skip_first_and_last=skip_first_and_last,
+        write_all_frames=write_all_frames,
+    )
+    for out in propagate_video(
+        predictor,
+        record,
+        prompt=prompt,
+        max_objects_per_batch=max_objects_per_batch,
+        device=device,
+    ):
+        sink.add(out)
+    return sink.finish()
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def _records(
+    data: str | Iterable[VideoRecord],
+    *,
+    fmt: str = "auto",
+    split: str | None = None,
+    videos: Sequence[str] | None = None,
+    max_videos: int | None = None,
+) -> Iterator[VideoRecord]:
+    if isinstance(data, str):
+        from sam2_core.data.formats import iter_videos
+
+        it: Iterable[VideoRecord] = iter_videos(data, fmt=fmt, split=split)
+    else:
+        it = data
+    wanted = set(videos) if videos else None
+    n = 0
+    for rec in it:
+        if wanted is not None and rec.video_id not in wanted:
+            continue
+        if max_videos is not None and n >= max_videos:
+            return
+        check_video_id(rec.video_id, source=rec.source)
+        n += 1
+        yield rec
+
+
+def default_layout(data: str | Iterable[VideoRecord], fmt: str = "auto") -> PredLayout:
+    """DAVIS layout for DAVIS/MOSE datasets, SA-V layout for everything else."""
+    if isinstance(data, str):
+        from sam2_core.data.formats import detect_format
+
+        if (detect_format(data) if fmt == "auto" else fmt) == "davis":
+            return "davis"
+    return "sav"
+
+
+def _video_scores_to_json(v: VideoScores) -> dict[str, Any]:
+    return {
+        "video": v.video,
+        "layout": v.layout,
+        "warnings": v.warnings,
+        "objects": [o.to_dict() for o in v.objects],
+    }
+
+
+def _video_scores_from_json(d: dict[str, Any]) -> VideoScores:
+    objs = [
+        ObjectScores(
+            o["video"],
+            o["obj"],
+            list(o["evaluated_frames"]),
+            list(o["counted_frames"]),
+            [float(x) for x in o["J_per_frame"]],
+            [float(x) for x in o["F_per_frame"]],
+        )
+        for o in d["objects"]
+    ]
+    return VideoScores(d["video"], d["layout"], objs, [], list(d.get("warnings", [])))
+
+
+def evaluate_model(
+    *,
+    model: Any,
+    checkpoint: str | None = None,
+    data: str | Iterable[VideoRecord],
+    out: str,
+    device: str = "auto",
+    fmt: str = "auto",
+    split: str | None = None,
+    videos: Sequence[str] | None = None,
+    max_videos: int | None = None,
+    prompt: Prompt = "first",
+    layout: PredLayout | Literal["auto"] = "auto",
+    max_objects_per_batch: int | None = None,
+    skip_first_and_last: bool = True,
+    write_all_frames: bool = False,
+    resume: bool = True,
+    report: bool = True,
+    compare_dir: str | None = None,
+    tensorboard_dir: str | None = None,
+    model_name: str | None = None,
+    predictor_cls: Callable[..., Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Inference + J&F + report for a model on a dataset; returns the summary dict.
+
+    Args:
+        model: an ``nn.Module``, a model name (``sam2_core.model.build.MODEL_NAMES``), a YAML
+            path, or a checkpoint path (its config is inferred from the keys, or ``model_name``).
+        checkpoint: weights for a named model (``{"model": state_dict}`` file).
+        data: dataset URL (any :func:`sam2_core.data.formats.iter_videos` format) or records.
+        out: local output folder (see the module docstring for its layout).
+        prompt: ``"first"`` (first annotated frame) or ``"appear"`` (each object on the first
+            annotated frame where it is visible).
+        layout: prediction layout; ``"auto"``: DAVIS for DAVIS/MOSE data, SA-V otherwise.
+        resume: skip videos whose ``_progress/<video>.json`` exists.
+        compare_dir: another run's output folder (or prediction folder) for a comparison report.
+
+    Returns ``{"J&F", "J", "F", "num_videos", "num_objects", ...}`` (x100 scores).
+    """
+    from tqdm import tqdm
+
+    dev = resolve_device(device)
+    lay: PredLayout = default_layout(data, fmt) if layout == "auto" else layout
+    pred_root = os.path.join(out, PRED_DIR)
+    prog_root = os.path.join(out, PROGRESS_DIR)
+    os.makedirs(prog_root, exist_ok=True)
+    net = load_model(model, checkpoint=checkpoint, device=dev, model_name=model_name)
+    was_training = bool(net.training)
+    net.eval()
+    predictor = make_predictor(net, predictor_cls)
+    records: dict[str, VideoRecord] = {}
+    scored: list[VideoScores] = []
+    try:
+        it = _records(data, fmt=fmt, split=split, videos=videos, max_videos=max_videos)
+        for rec in tqdm(it, desc="VOS", unit="video", disable=not progress):
+            records[rec.video_id] = rec
+            marker = os.path.join(prog_root, f"{rec.video_id}.json")
+            if resume and os.path.exists(marker):
+                with open(marker) as f:
+                    scored.append(_video_scores_from_json(json.load(f)))
+                continue
+            shutil.rmtree(os.path.join(pred_root, rec.video_id), ignore_errors=True)
+            vs = predict_and_score_video(
+                predictor,
+                rec,
+                layout=lay,
+                pred_root=pred_root,
+                prompt=prompt,
+                max_objects_per_batch=max_objects_per_batch,
+                skip_first_and_last=skip_first_and_last,
+                write_all_frames=write_all_frames,
+                device=dev,
+            )
+            from sam2_core.io import write_json_atomic
+
+            write_json_atomic(marker, _video_scores_to_json(vs), indent=None)
+            scored.append(vs)
+    finally:
+        net.train(was_training)
+    result = JFResult(scored, skip_first_and_last=skip_first_and_last)
+    paths = result.write(out)
+    summary = result.summary()
+    summary.update(
+        {
+            "model": model if isinstance(model, str) else type(model).__name__,
+            "checkpoint": checkpoint,
+            "data": data if isinstance(data, str) else "<records>",
+            "device": str(dev),
+            "prompt": prompt,
+            "layout": lay,
+            "predictions": pred_root,
+        }
+    )
+    if report:
+        from sam2_core.eval.report import RecordSource, write_report
+
+        other = None
+        if compare_dir:
+            from sam2_core.eval.report import load_result_dir
+
+            other = load_result_dir(compare_dir)
+        paths["report_html"] = write_report(
+            os.path.join(out, "report.html"),
+            result,
+            pred_dir=pred_root,
+            source=RecordSource(records),
+            compare=other,
+            compare_pred_dir=_compare_pred_dir(compare_dir),
+            title=f"J&F: {summary['model']} on {summary['data']}",
+        )
+    if tensorboard_dir:
+        from sam2_core.eval.report import log_tensorboard
+
+        log_tensorboard(tensorboard_dir, result)
+    summary["files"] = paths
+    from sam2_core.io import write_json_atomic
+
+    write_json_atomic(os.path.join(out, "summary.json"), summary)
+    return summary
+
+
+def _compare_pred_dir(compare_dir: str | None) -> str | None:
+    if not compare_dir:
+        return None
+    sub = os.path.join(compare_dir, PRED_DIR)
+    return sub if os.path.isdir(sub) else compare_dir
+
+
+def validate_in_memory(
+    model_module: Any,
+    records: Iterable[VideoRecord],
+    *,
+    max_videos: int | None = None,
+    device: Any = None,
+    prompt: Prompt = "first",
+    skip_first_and_last: bool = True,
+    max_objects_per_batch: int | None = None,
+    predictor_cls: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """J&F of a model on a few videos, all in memory (validation hook for the trainer).
+
+    ``model_module`` is used as is (e.g. the DDP-unwrapped SAM2Base); it is put in eval mode
+    for the duration and restored. Device defaults to the model's. Returns
+    ``{"J&F", "J", "F", "num_videos", "num_objects", "per_video": {...}}`` (x100).
+    """
+    import torch
+
+    if device is None:
+        p = next(iter(model_module.parameters()), None)
+        device = p.device if p is not None else torch.device("cpu")
+    dev = resolve_device(device)
+    was_training = bool(model_module.training)
+    model_module.eval()
+    try:
+        predictor = make_predictor(model_module, predictor_cls)
+        scored = [
+            predict_and_score_video(
+                predictor,
+                rec,
+                prompt=prompt,
+                max_objects_per_batch=max_objects_per_batch,
+                skip_first_and_last=skip_first_and_last,
+                device=dev,
+            )
+            for rec in _records(records, max_videos=max_videos)
+        ]
+    finally:
+        model_module.train(was_training)
+    result = JFResult(scored, skip_first_and_last=skip_first_and_last)
+    summary = result.summary()
+    summary.pop("per_object", None)
+    summary["per_video"] = {row["video"]: row["J&F"] for row in result.per_video()}
+    return summary
