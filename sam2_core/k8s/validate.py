@@ -72,7 +72,9 @@ def _load_crd(path: str) -> dict[str, Any]:
         text = Path(path).read_text()
     except OSError as e:
         raise FileNotFoundError(f"cannot read CRD {path}: {e}") from e
-    crd = yaml.safe_load(text)
+    # The PyTorchJob CRD is 0.6 MB of YAML: the C loader parses it ~10x faster when present.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crd = yaml.load(text, Loader=loader)  # a safe loader either way
     if not isinstance(crd, dict) or crd.get("kind") != "CustomResourceDefinition":
         raise ValueError(f"{path} is not a CustomResourceDefinition")
     return crd
