@@ -1,15 +1,59 @@
-"""`sam2kf schedule` (not implemented yet)."""
+"""`sam2kf schedule`: a recurring KFP run for scheduled retraining (one at a time, no catch-up)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+
+from sam2_core.commands._kfp_args import (
+    add_cluster_arguments,
+    add_run_arguments,
+    run_parameters,
+    settings_from,
+)
+from sam2_core.commands.submit import add_kfp_connection
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = "This subcommand is not implemented yet; see the README's Status table."
+    parser.description = (
+        "Create a recurring run: KFP starts the pipeline on the cron schedule with max concurrency 1 "
+        "and no catch-up of missed runs. Each run warm-starts from the registry's champion and "
+        "extracts/shards only videos no earlier dataset version has seen; bump dataset_version "
+        "per run with a cron-friendly value, or keep one version name to retrain on new videos only."
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "example (Sundays 03:00; KFP cron has 6 fields, seconds first):\n"
+        '  sam2kf schedule --host http://localhost:8080 --cron "0 0 3 * * 0" \\\n'
+        "      --raw-uri gs://b/sav/raw --registry-uri gs://b/sam2/registry"
+    )
+    add_kfp_connection(parser)
+    parser.add_argument(
+        "--cron", required=True, help='6-field cron, seconds first, e.g. "0 0 3 * * 0"'
+    )
+    parser.add_argument(
+        "--job-name", default="sam2-finetune-scheduled", help="name of the recurring run"
+    )
+    add_run_arguments(parser)
+    add_cluster_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("sam2kf schedule: not implemented yet", file=sys.stderr)
-    return 2
+    from pipelines.client import check_cron, make_client, schedule
+
+    cron = check_cron(args.cron)  # fail before connecting
+    client = make_client(
+        args.host, namespace=args.namespace, token=args.token, verify_ssl=not args.insecure
+    )
+    rec_id = schedule(
+        client,
+        cron=cron,
+        arguments=run_parameters(args),
+        settings=settings_from(args),
+        experiment=args.experiment,
+        job_name=args.job_name,
+        namespace=args.namespace,
+        service_account=args.service_account,
+        pipeline_root=args.pipeline_root,
+    )
+    print(f"created recurring run {rec_id} ({cron}, max concurrency 1, no catch-up)")
+    return 0

@@ -1,0 +1,228 @@
+"""The fine-tuning pipeline (wiring only; every step is one component in ``components/``).
+
+raw videos -> extract (new videos only) -> shard -> train (PyTorchJob or local torchrun)
+-> evaluate the challenger AND the current champion on the same split -> promote if better.
+
+Runtime choices are pipeline parameters (visible in the KFP UI's "Create run" form). Cluster
+plumbing that KFP needs at compile time (PVC, secrets, node selectors, tolerations, GPU on the
+evaluation step, timeouts) comes from :class:`ClusterSettings` (``sam2kf compile`` flags);
+``kfp.local`` ignores it, so the same pipeline runs on a laptop.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kfp import dsl, kubernetes
+
+from components.evaluate import evaluate_challenger
+from components.evaluate_champion import evaluate_champion
+from components.extract import extract_frames
+from components.promote import promote_model
+from components.shard import shard_dataset
+from components.train import train_model
+
+PIPELINE_NAME = "sam2-finetune"
+
+#: Step (task) names of the compiled pipeline, in execution order; golden-tested.
+STEP_NAMES = (
+    "extract-frames",
+    "shard-dataset",
+    "train-model",
+    "evaluate-challenger",
+    "evaluate-champion",
+    "promote-model",
+)
+
+
+@dataclass
+class ClusterSettings:
+    """Compile-time Kubernetes settings (ignored by ``kfp.local``)."""
+
+    #: RWX PVC mounted on every step (and the training pods) at ``pvc_mount_path``; pass
+    #: ``storage_root=<mount path>/...`` at run time to keep data and models there.
+    pvc_name: str = ""
+    pvc_mount_path: str = "/data"
+    #: Secret with object-store credentials (KFP's default MinIO secret has keys
+    #: ``accesskey``/``secretkey``), exposed as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+    storage_secret: str = "mlpipeline-minio-artifact"
+    #: S3 endpoint for minio:// and s3:// URIs (a default KFP install's MinIO service).
+    s3_endpoint: str = "http://minio-service.kubeflow:9000"
+    #: Node selector and tolerations of the GPU steps (evaluation) and the training pods.
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    #: GPU of the evaluation step: resource type, count (0 = CPU) and optional product label.
+    eval_gpu_resource: str = "nvidia.com/gpu"
+    eval_gpus: int = 1
+    eval_gpu_product: str = ""
+    #: Timeouts (activeDeadlineSeconds) and retries.
+    data_timeout_s: int = 12 * 3600
+    eval_timeout_s: int = 6 * 3600
+    launcher_timeout_s: int = 7 * 24 * 3600
+    data_retries: int = 3
+    #: Training pods: namespace ("" = the launcher pod's), service account, size.
+    train_namespace: str = ""
+    train_service_account: str = "sam2kf-trainer"
+    train_cpu: str = "8"
+    train_memory: str = "64Gi"
+    train_image: str = ""
+
+
+def _storage(task: dsl.PipelineTask, s: ClusterSettings) -> None:
+    if s.pvc_name:
+        kubernetes.mount_pvc(task, pvc_name=s.pvc_name, mount_path=s.pvc_mount_path)
+    if s.storage_secret:
+        kubernetes.use_secret_as_env(
+            task,
+            secret_name=s.storage_secret,
+            secret_key_to_env={
+                "accesskey": "AWS_ACCESS_KEY_ID",
+                "secretkey": "AWS_SECRET_ACCESS_KEY",
+            },
+        )
+    if s.s3_endpoint:
+        task.set_env_variable("AWS_ENDPOINT_URL", s.s3_endpoint)
+        task.set_env_variable("MINIO_ENDPOINT", s.s3_endpoint)
+
+
+def _placement(task: dsl.PipelineTask, s: ClusterSettings) -> None:
+    for key, value in s.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for tol in s.tolerations:
+        kubernetes.add_toleration(
+            task,
+            key=tol.get("key"),
+            operator=tol.get("operator"),
+            value=tol.get("value"),
+            effect=tol.get("effect"),
+            toleration_seconds=tol.get("tolerationSeconds"),
+        )
+
+
+def _gpu(task: dsl.PipelineTask, s: ClusterSettings) -> None:
+    if s.eval_gpus > 0:
+        task.set_accelerator_type(s.eval_gpu_resource)
+        task.set_accelerator_limit(s.eval_gpus)
+        if s.eval_gpu_product:
+            kubernetes.add_node_selector(
+                task, label_key="nvidia.com/gpu.product", label_value=s.eval_gpu_product
+            )
+        _placement(task, s)
+
+
+def build_pipeline(settings: ClusterSettings | None = None) -> Any:
+    """Return the pipeline function for ``settings`` (``finetune_pipeline`` uses the defaults)."""
+    s = settings or ClusterSettings()
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="SAM 2.1 fine-tuning: extract -> shard -> train -> evaluate vs champion -> promote",
+    )
+    def sam2_finetune(
+        raw_uri: str,
+        registry_uri: str,
+        dataset_name: str = "sav",
+        dataset_version: str = "auto",
+        model_name: str = "sam2.1_hiera_b+",
+        init_checkpoint: str = "champion",
+        experiment: str = "sav_finetune",
+        overrides: str = "",
+        num_nodes: int = 2,
+        nproc_per_node: int = 8,
+        gpus_per_process: int = 1,
+        max_steps: int = 0,
+        train_timeout_hours: float = 72.0,
+        min_jf_gain: float = 0.5,
+        launcher_backend: str = "pytorchjob",
+        storage_root: str = "",
+        every: int = 4,
+        val_fraction: float = 0.1,
+        shard_size_mb: int = 256,
+        eval_max_videos: int = 0,
+    ) -> None:
+        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        extract = extract_frames(
+            raw_uri=raw_uri,
+            dataset_name=dataset_name,
+            dataset_version=dataset_version,
+            registry_uri=registry_uri,
+            run_id=run_id,
+            every=every,
+            storage_root=storage_root,
+        ).set_display_name("extract frames")
+        # The seen-video set lives in the registry, which the cache key cannot see.
+        extract.set_caching_options(False)
+        with dsl.If(extract.outputs["Output"] > 0, name="new-videos"):
+            shard = shard_dataset(
+                frames=extract.outputs["frames"],
+                registry_uri=registry_uri,
+                raw_uri=raw_uri,
+                shard_size_mb=shard_size_mb,
+                val_fraction=val_fraction,
+                storage_root=storage_root,
+            ).set_display_name("shard to parquet")
+            train = train_model(
+                shards=shard.outputs["shards"],
+                run_id=run_id,
+                backend=launcher_backend,
+                model_name=model_name,
+                init_checkpoint=init_checkpoint,
+                registry_uri=registry_uri,
+                experiment=experiment,
+                overrides=overrides,
+                max_steps=max_steps,
+                num_nodes=num_nodes,
+                nproc_per_node=nproc_per_node,
+                gpus_per_process=gpus_per_process,
+                timeout_hours=train_timeout_hours,
+                namespace=s.train_namespace,
+                image=s.train_image,
+                service_account=s.train_service_account,
+                cpu=s.train_cpu,
+                memory=s.train_memory,
+                pvc_claim=s.pvc_name,
+                pvc_mount_path=s.pvc_mount_path,
+                storage_secret=s.storage_secret,
+                node_selector=dict(s.node_selector),
+                tolerations=list(s.tolerations),
+                storage_root=storage_root,
+            ).set_display_name("train (launcher)")
+            # A cache hit would skip training entirely; the job itself is idempotent per run.
+            train.set_caching_options(False)
+            challenger = evaluate_challenger(
+                shards=shard.outputs["shards"],
+                model=train.outputs["model"],
+                max_videos=eval_max_videos,
+            ).set_display_name("evaluate challenger")
+            champion = evaluate_champion(
+                shards=shard.outputs["shards"],
+                registry_uri=registry_uri,
+                model_name=model_name,
+                max_videos=eval_max_videos,
+            ).set_display_name("evaluate champion")
+            champion.set_caching_options(False)  # the champion changes behind the same inputs
+            promote = promote_model(
+                registry_uri=registry_uri,
+                model=train.outputs["model"],
+                challenger_jf=challenger.outputs["Output"],
+                champion_jf=champion.outputs["Output"],
+                min_jf_gain=min_jf_gain,
+                shards=shard.outputs["shards"],
+                run_id=run_id,
+            ).set_display_name("promote if better")
+            promote.set_caching_options(False)
+
+        for task in (extract, shard):
+            task.set_retry(s.data_retries, backoff_duration="60s", backoff_factor=2.0)
+            kubernetes.set_timeout(task, s.data_timeout_s)
+        for task in (challenger, champion):
+            _gpu(task, s)
+            kubernetes.set_timeout(task, s.eval_timeout_s)
+        kubernetes.set_timeout(train, s.launcher_timeout_s)
+        kubernetes.set_timeout(promote, 3600)
+        for task in (extract, shard, train, challenger, champion, promote):
+            _storage(task, s)
+
+    return sam2_finetune
+
+
+finetune_pipeline = build_pipeline()

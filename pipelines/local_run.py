@@ -1,0 +1,164 @@
+"""Run the compiled pipeline end to end on this machine with ``kfp.local`` (no cluster).
+
+The same pipeline function as on Kubernetes, with the ``local`` launcher backend: training runs
+as local torchrun processes. ``kfp.local``'s SubprocessRunner executes every lightweight
+component in a subprocess of this interpreter (``use_venv=False``: no package installs) and
+ignores the kfp-kubernetes settings. Artifacts land under ``<out>/kfp/<run>/<task>/``.
+"""
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.finetune import finetune_pipeline
+
+
+@dataclass
+class LocalRunConfig:
+    out: str = "./sam2kf-local"
+    raw_uri: str = ""  # "" = generate the built-in demo data into <out>/raw
+    registry_uri: str = ""  # "" = <out>/registry
+    demo_videos: int = 6
+    demo_frames: int = 24
+    model_name: str = "tiny"
+    experiment: str = "smoke"
+    overrides: str = ""
+    nproc_per_node: int = 2
+    num_nodes: int = 1
+    max_steps: int = 0  # 0 = the experiment's default
+    dataset_name: str = "demo"
+    dataset_version: str = "auto"
+    init_checkpoint: str = "champion"
+    min_jf_gain: float = 0.0
+    eval_max_videos: int = 0
+    val_fraction: float = 0.34
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LocalRunResult:
+    run_dir: str
+    seconds: float
+    artifacts: dict[str, dict[str, Any]]  # task/artifact -> {"url", "metadata"}
+    parameters: dict[str, dict[str, Any]]  # task -> output parameters
+    registry_uri: str
+    champion: dict[str, Any] | None
+
+
+def run_local(cfg: LocalRunConfig) -> LocalRunResult:
+    """Generate demo data if needed, run the pipeline through kfp.local, collect the outputs."""
+    from kfp import local
+
+    from sam2_core.registry import Registry
+
+    out = Path(cfg.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    raw = cfg.raw_uri
+    if not raw:
+        from sam2_core.data.demo import write_demo_dataset
+
+        raw = str(out / "raw")
+        if not any(Path(raw).glob("*.mp4")):
+            write_demo_dataset(dst=raw, num_videos=cfg.demo_videos, num_frames=cfg.demo_frames)
+    registry = cfg.registry_uri or str(out / "registry")
+    root = out / "kfp"
+    root.mkdir(exist_ok=True)
+    before = set(os.listdir(root))
+    # CPU only, so the two local torchrun processes never fight over a GPU they do not have.
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    args: dict[str, Any] = {
+        "raw_uri": raw,
+        "registry_uri": registry,
+        "dataset_name": cfg.dataset_name,
+        "dataset_version": cfg.dataset_version,
+        "model_name": cfg.model_name,
+        "init_checkpoint": cfg.init_checkpoint,
+        "experiment": cfg.experiment,
+        "overrides": cfg.overrides,
+        "num_nodes": cfg.num_nodes,
+        "nproc_per_node": cfg.nproc_per_node,
+        "gpus_per_process": 0,
+        "max_steps": cfg.max_steps,
+        "min_jf_gain": cfg.min_jf_gain,
+        "launcher_backend": "local",
+        "val_fraction": cfg.val_fraction,
+        "eval_max_videos": cfg.eval_max_videos,
+        **cfg.extra,
+    }
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        # base_image is ignored by the subprocess runner; its "no python in image name" note is noise.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        finetune_pipeline(**args)
+    seconds = time.perf_counter() - t0
+    new = sorted(set(os.listdir(root)) - before)
+    if not new:
+        raise RuntimeError(f"kfp.local wrote no run folder under {root}")
+    run_dir = root / new[-1]
+    artifacts, params = collect_outputs(run_dir)
+    champ = Registry(registry).champion()
+    return LocalRunResult(
+        str(run_dir), seconds, artifacts, params, registry, champ.to_dict() if champ else None
+    )
+
+
+def collect_outputs(run_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Artifacts and output parameters of every task, from its ``executor_output.json``."""
+    artifacts: dict[str, dict[str, Any]] = {}
+    params: dict[str, dict[str, Any]] = {}
+    for f in sorted(run_dir.rglob("executor_output.json")):
+        task = f.parent.name
+        data = json.loads(f.read_text() or "{}")
+        params[task] = dict(data.get("parameterValues", {}))
+        for name, lst in data.get("artifacts", {}).items():
+            for art in lst.get("artifacts", []):
+                meta = dict(art.get("metadata", {}))
+                artifacts[f"{task}/{name}"] = {
+                    "url": meta.get("url") or art.get("uri"),
+                    "metadata": meta,
+                }
+    return artifacts, params
+
+
+def describe(result: LocalRunResult) -> str:
+    """Human-readable list of where every output went."""
+    a = result.artifacts
+
+    def url(key: str) -> str:
+        return str(a.get(key, {}).get("url", "(not produced)"))
+
+    model_meta = a.get("train-model/model", {}).get("metadata", {})
+    ch = a.get("evaluate-challenger/metrics", {}).get("metadata", {})
+    champ_eval = a.get("evaluate-champion/metrics", {}).get("metadata", {})
+    promoted = result.parameters.get("promote-model", {}).get("Output")
+    lines = [
+        f"pipeline finished in {result.seconds:.0f} s; run folder {result.run_dir}",
+        f"  frames (extract)       {url('extract-frames/frames')}",
+        f"  shards                 {url('shard-dataset/shards')}",
+        f"  training output        {url('train-model/model')}",
+        f"    checkpoints          {model_meta.get('checkpoints', '-')}",
+        f"    TensorBoard logs     {model_meta.get('tensorboard', '-')}",
+        f"    exported model       {model_meta.get('model_uri', '-')}",
+        f"  challenger J&F         {ch.get('J&F', '-')}  (J {ch.get('J', '-')}, F {ch.get('F', '-')})",
+        f"  champion J&F (before)  {champ_eval.get('J&F', '-')}  (-1 = no champion yet)",
+        f"  evaluation results     {url('evaluate-challenger/results')}",
+        f"  HTML report            {url('evaluate-challenger/report')}",
+        f"  promotion              {'promoted' if promoted else 'not promoted'}"
+        f"  ({url('promote-model/decision')})",
+        f"  registry               {result.registry_uri} (champion.json, history/)",
+    ]
+    if result.champion:
+        c = result.champion
+        lines.append(
+            f"  champion now           run {c['run_id']} J&F {c['jf']:.3f} {c['model_uri']}"
+        )
+    lines.append(
+        f"  TensorBoard:           tensorboard --logdir {model_meta.get('tensorboard', '')}"
+    )
+    return "\n".join(lines)

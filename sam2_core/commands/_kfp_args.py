@@ -1,0 +1,153 @@
+"""Arguments shared by ``sam2kf compile|submit|schedule``: cluster settings and run parameters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """Compile-time Kubernetes settings (kfp-kubernetes); see pipelines.finetune.ClusterSettings."""
+    g = parser.add_argument_group("cluster settings (compiled into the pipeline)")
+    g.add_argument("--pvc", default="", help="RWX PVC mounted on every step and training pod")
+    g.add_argument("--pvc-mount-path", default="/data", help="mount path of --pvc (default /data)")
+    g.add_argument(
+        "--storage-secret",
+        default="mlpipeline-minio-artifact",
+        help="Secret with keys accesskey/secretkey exposed as AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+        "(default: KFP's MinIO secret; '' to disable, e.g. on GKE with Workload Identity)",
+    )
+    g.add_argument(
+        "--s3-endpoint",
+        default="http://minio-service.kubeflow:9000",
+        help="S3 endpoint for minio:// and s3:// URIs ('' for AWS S3 / gs://)",
+    )
+    g.add_argument(
+        "--node-selector",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="GPU node selector (repeatable)",
+    )
+    g.add_argument(
+        "--toleration",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help='toleration for GPU steps and training pods, e.g. \'{"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}\'',
+    )
+    g.add_argument(
+        "--eval-gpus", type=int, default=1, help="GPUs of each evaluation step (0 = CPU)"
+    )
+    g.add_argument("--eval-gpu-resource", default="nvidia.com/gpu", help="GPU resource type")
+    g.add_argument(
+        "--eval-gpu-product",
+        default="",
+        help="node label nvidia.com/gpu.product, e.g. NVIDIA-A100-SXM4-80GB",
+    )
+    g.add_argument(
+        "--train-namespace", default="", help="namespace of the PyTorchJob ('' = the run's)"
+    )
+    g.add_argument(
+        "--train-service-account",
+        default="sam2kf-trainer",
+        help="service account of the training pods",
+    )
+    g.add_argument(
+        "--train-image",
+        default="",
+        help="training image (default: the version-tagged project image)",
+    )
+    g.add_argument("--train-cpu", default="8", help="CPU request per training pod")
+    g.add_argument("--train-memory", default="64Gi", help="memory per training pod")
+    g.add_argument(
+        "--data-retries", type=int, default=3, help="retries of the extract and shard steps"
+    )
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    from pipelines.finetune import ClusterSettings
+
+    selector = {}
+    for item in args.node_selector:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--node-selector {item!r}: expected KEY=VALUE")
+        selector[key] = value
+    tolerations = []
+    for item in args.toleration:
+        try:
+            tolerations.append(dict(json.loads(item)))
+        except (ValueError, TypeError) as exc:
+            raise SystemExit(f"--toleration {item!r}: not a JSON object ({exc})") from None
+    return ClusterSettings(
+        pvc_name=args.pvc,
+        pvc_mount_path=args.pvc_mount_path,
+        storage_secret=args.storage_secret,
+        s3_endpoint=args.s3_endpoint,
+        node_selector=selector,
+        tolerations=tolerations,
+        eval_gpus=args.eval_gpus,
+        eval_gpu_resource=args.eval_gpu_resource,
+        eval_gpu_product=args.eval_gpu_product,
+        train_namespace=args.train_namespace,
+        train_service_account=args.train_service_account,
+        train_image=args.train_image,
+        train_cpu=args.train_cpu,
+        train_memory=args.train_memory,
+        data_retries=args.data_retries,
+    )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("run parameters")
+    g.add_argument("--raw-uri", help="raw SA-V videos (gs://, s3://, minio://, or a PVC path)")
+    g.add_argument("--registry-uri", help="model registry URL")
+    g.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any pipeline parameter (repeatable), e.g. -p dataset_version=2026-11 -p num_nodes=4; "
+        "names: raw_uri registry_uri dataset_name dataset_version model_name init_checkpoint experiment "
+        "overrides num_nodes nproc_per_node gpus_per_process max_steps train_timeout_hours min_jf_gain "
+        "launcher_backend storage_root every val_fraction shard_size_mb eval_max_videos",
+    )
+
+
+def _coerce(kind: str, name: str, value: str) -> Any:
+    try:
+        if kind == "Integer":
+            return int(value)
+        if kind == "Float":
+            return float(value)
+        if kind == "Boolean":
+            return value.lower() in ("1", "true", "yes")
+    except ValueError:
+        raise SystemExit(f"--param {name}={value!r}: expected {kind}") from None
+    return value
+
+
+def run_parameters(args: argparse.Namespace, *, required: bool = True) -> dict[str, Any]:
+    """Pipeline arguments from --raw-uri/--registry-uri/--param, typed like the pipeline's inputs."""
+    from pipelines.finetune import finetune_pipeline
+
+    inputs = finetune_pipeline.component_spec.inputs or {}
+    out: dict[str, Any] = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or name not in inputs:
+            raise SystemExit(f"--param {item!r}: unknown parameter (known: {', '.join(inputs)})")
+        out[name] = _coerce(str(inputs[name].type), name, value)
+    if args.raw_uri:
+        out["raw_uri"] = args.raw_uri
+    if args.registry_uri:
+        out["registry_uri"] = args.registry_uri
+    missing = [n for n in ("raw_uri", "registry_uri") if required and n not in out]
+    if missing:
+        raise SystemExit(
+            f"missing required pipeline parameter(s): {', '.join(missing)} (--raw-uri, --registry-uri)"
+        )
+    return out
