@@ -161,7 +161,7 @@ class CheckpointManager:
 
 def rng_state() -> dict[str, Any]:
     """Python, numpy (legacy global) and torch RNG states as tensors and plain containers."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {

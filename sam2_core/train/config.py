@@ -249,7 +249,8 @@ def to_train_config(cfg: Any) -> TrainConfig:
             extra = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
         raise ConfigError(f"config key '{key}': {msg}{extra}") from e
     assert isinstance(typed, dict)
-    out = TrainConfig(model=dict(model), model_name=model_name, **typed)
+    sections: dict[str, Any] = {str(k): v for k, v in typed.items()}
+    out = TrainConfig(model=dict(model), model_name=model_name, **sections)
     out.validate()
     return out
 

@@ -145,10 +145,17 @@ class SyntheticLoader:
         )
 
     def __iter__(self) -> Iterator[SyntheticBatch]:
+        """The rest of the current epoch; afterwards the loader moves on to the next epoch."""
         while self.position < self.batches_per_epoch:
             batch = self._batch(self.position)
             self.position += 1
             yield batch
+        self.epoch += 1
+        self.position = 0
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "position": self.position}
