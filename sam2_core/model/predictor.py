@@ -165,6 +165,8 @@ def make_frame_source(
         arrays = [np.asarray(f) for f in frames]
         h, w = arrays[0].shape[:2]
         for i, a in enumerate(arrays):
+            if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+                raise ValueError(f"frame {i}: expected uint8 [H, W, 3], got {a.dtype} {a.shape}")
             if a.shape[:2] != (h, w):
                 raise ValueError(f"frame {i} has size {a.shape[:2]}, frame 0 has {(h, w)}")
         loaders = [partial(preprocess_frame, a, image_size) for a in arrays]
