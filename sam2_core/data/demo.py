@@ -263,8 +263,14 @@ def _encode_to(
     with av.open(target, "w", format="mp4", options=options) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        # One encoder thread keeps the bitstream byte-identical across machines.
-        stream.codec_context.options = {"preset": preset, "crf": str(crf), "threads": "1"}
+        # One encoder thread, and no macroblock-tree rate control: with mbtree on, x264's
+        # output was seen to vary between runs in one process (while other threads ran).
+        stream.codec_context.options = {
+            "preset": preset,
+            "crf": str(crf),
+            "threads": "1",
+            "x264-params": "mbtree=0",
+        }
         prev: np.ndarray | None = None
         frame: Any = None
         for img in frames:
