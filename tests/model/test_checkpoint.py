@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 from pathlib import Path
 
 import pytest
 import torch
 
-from sam2_core.cli import main as cli_main
+from sam2_core.commands import export as export_cmd
 from sam2_core.model import CheckpointError, build_model, export_checkpoint, load_checkpoint
 from sam2_core.model.build import read_state_dict
 
@@ -76,6 +77,14 @@ def test_wrong_size_and_unsafe_or_missing_files(
 def test_ddp_prefix_is_stripped(tmp_path: Path, tiny_sd: dict[str, torch.Tensor]) -> None:
     path = _save(tmp_path / "ddp.pt", {f"module.{k}": v for k, v in tiny_sd.items()})
     assert list(read_state_dict(path)) == list(tiny_sd)
+
+
+def cli_main(argv: list[str]) -> int:
+    """``sam2kf export`` argument parsing and run (without importing the other subcommands)."""
+    parser = argparse.ArgumentParser(prog="sam2kf export")
+    export_cmd.add_arguments(parser)
+    assert argv[0] == "export"
+    return export_cmd.run(parser.parse_args(argv[1:]))
 
 
 def test_sam2kf_export(

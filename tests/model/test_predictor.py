@@ -182,3 +182,23 @@ def test_fill_holes() -> None:
     out = fill_holes_in_mask_scores(logits, max_area=8)
     assert torch.all(out[0, 0, 4:6, 4:6] == 0.1)
     assert torch.all(out[0, 0, :, 10:] == -3.0)
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_matches_cpu_masks(
+    model: SAM2Base, clip: tuple[list[np.ndarray], np.ndarray, np.ndarray]
+) -> None:
+    """bf16 autocast on CUDA tracks like fp32 on the CPU (mask signs agree almost everywhere)."""
+    frames, discs, _ = clip
+    results = []
+    for device in ("cpu", "cuda"):
+        m = build_model("tiny", device=device)
+        m.load_state_dict(model.state_dict())
+        pred = VideoPredictor(m)
+        state = pred.init_state(frames)
+        pred.add_new_mask(state, frame_idx=0, obj_id=1, mask=discs[0])
+        results.append(torch.cat([mk.cpu() for _, _, mk in pred.propagate_in_video(state)]))
+    cpu, gpu = results
+    assert gpu.dtype == torch.float32 and gpu.shape == cpu.shape == (T, 1, H, W)
+    agree = ((cpu > 0) == (gpu > 0)).float().mean().item()
+    assert agree > 0.97
