@@ -37,7 +37,8 @@ def test_export_reload_round_trip(tmp_path: Path, tiny_sd: dict[str, torch.Tenso
     # Also via build_model(checkpoint=...) and from a training step directory.
     step = tmp_path / "checkpoints" / "step-000010"
     step.mkdir(parents=True)
-    export_checkpoint(fresh, str(step / "model.pt"))
+    # The trainer's layout: step-NNNNNN/state.pt = {"model": sd, "optimizer": ..., "step": ...}.
+    _save(step / "state.pt", {"model": fresh.state_dict(), "optimizer": {"state": {}}, "step": 10})
     again = build_model("tiny", checkpoint=str(step))
     assert torch.equal(again.no_obj_ptr, fresh.no_obj_ptr)
 
