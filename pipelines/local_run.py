@@ -62,7 +62,9 @@ def run_local(cfg: LocalRunConfig) -> LocalRunResult:
         from sam2_core.data.demo import write_demo_dataset
 
         raw = str(out / "raw")
-        if not any(Path(raw).glob("*.mp4")):
+        # Deterministic: asking for more videos later adds new ones and rewrites the old ones
+        # byte for byte, which is how the demo shows incremental (seen-video) extraction.
+        if len(list(Path(raw).glob("*.mp4"))) < cfg.demo_videos:
             write_demo_dataset(dst=raw, num_videos=cfg.demo_videos, num_frames=cfg.demo_frames)
     registry = cfg.registry_uri or str(out / "registry")
     root = out / "kfp"
@@ -137,8 +139,15 @@ def describe(result: LocalRunResult) -> str:
     ch = a.get("evaluate-challenger/metrics", {}).get("metadata", {})
     champ_eval = a.get("evaluate-champion/metrics", {}).get("metadata", {})
     promoted = result.parameters.get("promote-model", {}).get("Output")
+    new_videos = result.parameters.get("extract-frames", {}).get("Output")
     lines = [
         f"pipeline finished in {result.seconds:.0f} s; run folder {result.run_dir}",
+        f"  new videos             {new_videos}"
+        + (
+            "  (nothing new since the last version: stopped after extract)"
+            if new_videos == 0
+            else ""
+        ),
         f"  frames (extract)       {url('extract-frames/frames')}",
         f"  shards                 {url('shard-dataset/shards')}",
         f"  training output        {url('train-model/model')}",

@@ -41,14 +41,16 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.client import check_cron, make_client, schedule
 
     cron = check_cron(args.cron)  # fail before connecting
+    # Check the arguments before connecting, so typos fail fast and offline.
+    arguments, settings = run_parameters(args), settings_from(args)
     client = make_client(
         args.host, namespace=args.namespace, token=args.token, verify_ssl=not args.insecure
     )
     rec_id = schedule(
         client,
         cron=cron,
-        arguments=run_parameters(args),
-        settings=settings_from(args),
+        arguments=arguments,
+        settings=settings,
         experiment=args.experiment,
         job_name=args.job_name,
         namespace=args.namespace,

@@ -43,13 +43,15 @@ def add_kfp_connection(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipelines.client import make_client, submit
 
+    # Check the arguments before connecting, so typos fail fast and offline.
+    arguments, settings = run_parameters(args), settings_from(args)
     client = make_client(
         args.host, namespace=args.namespace, token=args.token, verify_ssl=not args.insecure
     )
     run_id = submit(
         client,
-        arguments=run_parameters(args),
-        settings=settings_from(args),
+        arguments=arguments,
+        settings=settings,
         experiment=args.experiment,
         run_name=args.run_name,
         namespace=args.namespace,

@@ -1,0 +1,122 @@
+"""Compiled pipeline: loads back with kfp, has the expected steps and cluster settings (golden)."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipelines.compile import check_ir, compile_pipeline, validate_manifests
+from pipelines.finetune import STEP_NAMES, ClusterSettings
+from sam2_core import __version__
+from sam2_core.cli import main
+
+# Golden structure: task -> upstream tasks (inside the "new-videos" condition except extract).
+GOLDEN_DAG = {
+    "shard-dataset": set(),
+    "train-model": {"shard-dataset"},
+    "evaluate-challenger": {"shard-dataset", "train-model"},
+    "evaluate-champion": {"shard-dataset"},
+    "promote-model": {"shard-dataset", "train-model", "evaluate-challenger", "evaluate-champion"},
+}
+GOLDEN_PARAMS = {
+    "raw_uri", "registry_uri", "dataset_name", "dataset_version", "model_name", "init_checkpoint",
+    "experiment", "overrides", "num_nodes", "nproc_per_node", "gpus_per_process", "max_steps",
+    "train_timeout_hours", "min_jf_gain", "launcher_backend", "storage_root", "every",
+    "val_fraction", "shard_size_mb", "eval_max_videos",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    settings = ClusterSettings(
+        pvc_name="sam2-data",
+        node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"},
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        eval_gpu_product="NVIDIA-L4",
+    )
+    out = compile_pipeline(tmp_path_factory.mktemp("c") / "p.yaml", settings=settings)
+    return out, [d for d in yaml.safe_load_all(out.read_text()) if d]
+
+
+def test_loads_back_with_kfp_and_protos(compiled: tuple[Path, list[dict[str, Any]]]) -> None:
+    path, docs = compiled
+    spec = check_ir(path)
+    assert spec["pipelineInfo"]["name"] == "sam2-finetune"
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == GOLDEN_PARAMS
+    assert len(docs) == 2  # PipelineSpec + kfp-kubernetes PlatformSpec
+
+
+def test_golden_steps_and_wiring(compiled: tuple[Path, list[dict[str, Any]]]) -> None:
+    _, docs = compiled
+    spec = docs[0]
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"extract-frames", "condition-1"}
+    cond = root["condition-1"]
+    assert "pipelinechannel--extract-frames-Output" in cond["triggerPolicy"]["condition"]
+    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    assert set(inner) | {"extract-frames"} == set(STEP_NAMES)
+    for task, ups in GOLDEN_DAG.items():
+        assert set(inner[task].get("dependentTasks", [])) == ups, task
+    # caching off where a cache hit would be wrong; retries on the data steps
+    assert root["extract-frames"]["cachingOptions"] == {}
+    assert inner["train-model"]["cachingOptions"] == {}
+    assert inner["promote-model"]["cachingOptions"] == {}
+    assert inner["shard-dataset"]["cachingOptions"]["enableCache"] is True
+    assert root["extract-frames"]["retryPolicy"]["maxRetryCount"] == 3
+    assert inner["shard-dataset"]["retryPolicy"]["maxRetryCount"] == 3
+
+
+def test_images_are_version_tagged_and_nothing_is_pip_installed(
+    compiled: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    _, docs = compiled
+    for name, ex in docs[0]["deploymentSpec"]["executors"].items():
+        c = ex["container"]
+        assert c["image"].endswith((f":{__version__}-train", f":{__version__}-data")), name
+        assert ":latest" not in c["image"]
+        assert "pip install" not in " ".join(c["command"]) or "kfp==" in " ".join(c["command"])
+        assert "packages_to_install" not in str(c)
+    gpu = docs[0]["deploymentSpec"]["executors"]["exec-evaluate-challenger"]["container"][
+        "resources"
+    ]
+    assert (
+        gpu["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        and gpu["accelerator"]["resourceCount"] == "1"
+    )
+
+
+def test_platform_settings(compiled: tuple[Path, list[dict[str, Any]]]) -> None:
+    _, docs = compiled
+    ex = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in (
+        "exec-extract-frames",
+        "exec-shard-dataset",
+        "exec-train-model",
+        "exec-promote-model",
+    ):
+        assert ex[name]["pvcMount"][0]["mountPath"] == "/data"
+        assert ex[name]["secretAsEnv"][0]["keyToEnv"][0]["envVar"] == "AWS_ACCESS_KEY_ID"
+        assert int(ex[name]["activeDeadlineSeconds"]) > 0
+    ev = ex["exec-evaluate-challenger"]
+    assert ev["nodeSelector"]["labels"]["nvidia.com/gpu.product"] == "NVIDIA-L4"
+    assert ev["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_k8s_manifests_validate_against_kfp_crds(tmp_path: Path, shared: Path) -> None:
+    out = compile_pipeline(tmp_path / "crs.yaml", manifests=True, namespace="kubeflow")
+    kinds = [d["kind"] for d in yaml.safe_load_all(out.read_text()) if d]
+    assert kinds == ["Pipeline", "PipelineVersion"]
+    assert validate_manifests(out, shared / "k8s-schemas") == []
+    # a broken document is reported
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(out.read_text().replace("pipelineName:", "pipelineNaem:"))
+    assert validate_manifests(bad, shared / "k8s-schemas")
+
+
+def test_compile_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ui.yaml"
+    assert main(["compile", "-o", str(out), "--eval-gpus", "0", "--storage-secret", ""]) == 0
+    assert "Upload pipeline" in capsys.readouterr().out
+    doc = next(yaml.safe_load_all(out.read_text()))
+    assert "accelerator" not in str(doc["deploymentSpec"]["executors"]["exec-evaluate-champion"])
