@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "PNGs to DST/Annotations_6fps/<vid>/<obj>/. SRC and DST may be local paths or fsspec "
         "URLs (gs://, s3://). Reruns skip finished videos and redo half-finished ones."
     )
-    parser.add_argument("src", metavar="SRC", help="SA-V raw dataset: <vid>.mp4 + <vid>_manual.json")
+    parser.add_argument(
+        "src", metavar="SRC", help="SA-V raw dataset: <vid>.mp4 + <vid>_manual.json"
+    )
     parser.add_argument("dst", metavar="DST", help="output folder (SA-V val/test layout)")
     parser.add_argument(
         "--every", type=int, default=4, help="keep every Nth frame (default 4 = 6 fps of 24 fps)"

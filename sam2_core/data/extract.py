@@ -240,7 +240,11 @@ def _write_frames(
     pending: deque[cf.Future[None]] = deque()
     with cf.ThreadPoolExecutor(max_workers=1) as pool:
         frames = decode_frames(
-            local, keep=lambda i: i % every == 0, threads=task.threads, stats=stats
+            local,
+            keep=lambda i: i % every == 0,
+            threads=task.threads,
+            stats=stats,
+            skip_unused=every > 1,
         )
         for idx, img in frames:
             if size is None:

@@ -97,10 +97,68 @@ def probe_video(url: str) -> VideoInfo:
 
 @dataclass
 class DecodeStats:
-    """Filled in by :func:`decode_frames`: frames the header announces, frames decoded."""
+    """Filled in by :func:`decode_frames`: frames the header announces, frames in the stream,
+    and packets whose decoding was skipped (non-reference frames that were not wanted)."""
 
     header_frames: int = 0
     decoded: int = 0
+    skipped: int = 0
+
+
+@dataclass(frozen=True)
+class _SkipPlan:
+    """From a demux-only pre-scan: display index of every packet (by pts rank) and the pts of
+    the non-reference pictures, which no other frame needs and can go undecoded."""
+
+    rank: dict[int, int]
+    nonref: frozenset[int]
+
+
+def _h264_nal_length_size(stream: Any) -> int | None:
+    """NAL length-prefix size of an avcC (mp4-style) H.264 stream; None for anything else."""
+    ctx = stream.codec_context
+    extra = bytes(ctx.extradata or b"")
+    if ctx.name != "h264" or len(extra) < 7 or extra[0] != 1:
+        return None
+    return (extra[4] & 3) + 1
+
+
+def _is_nonref_picture(data: bytes, nal_len: int) -> bool:
+    """True when the first slice NAL of an access unit has nal_ref_idc 0 (nothing refers to it)."""
+    i = 0
+    while i + nal_len < len(data):
+        size = int.from_bytes(data[i : i + nal_len], "big")
+        header = data[i + nal_len]
+        if header & 0x1F in (1, 5):  # coded slice (non-IDR / IDR)
+            return (header >> 5) & 3 == 0
+        i += nal_len + size
+    return False  # no slice found: decode it to be safe
+
+
+def _plan_skips(url: str) -> _SkipPlan | None:
+    """Pre-scan packets (no decoding) so unwanted non-reference frames can be skipped.
+
+    Returns None (decode everything) unless the stream is mp4-style H.264 with a distinct
+    timestamp on every packet, where display order = pts order.
+    """
+    with open_video(url) as container:
+        stream = container.streams.video[0]
+        nal_len = _h264_nal_length_size(stream)
+        if nal_len is None:
+            return None
+        pts_list: list[int] = []
+        nonref = set()
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.is_discard:
+                continue
+            if packet.pts is None:
+                return None
+            pts_list.append(int(packet.pts))
+            if _is_nonref_picture(bytes(packet), nal_len):
+                nonref.add(int(packet.pts))
+    if len(set(pts_list)) != len(pts_list):
+        return None
+    return _SkipPlan({p: i for i, p in enumerate(sorted(pts_list))}, frozenset(nonref))
 
 
 def decode_frames(
@@ -109,36 +167,81 @@ def decode_frames(
     keep: Callable[[int], bool],
     threads: int = 0,
     stats: DecodeStats | None = None,
+    skip_unused: bool = True,
 ) -> Iterator[tuple[int, Any]]:
     """Stream ``(frame index, PIL.Image RGB)`` for the frames where ``keep(index)`` is true.
 
-    Every frame is decoded (H.264 needs it) but only kept frames are converted to RGB. Frames
-    are rotated upright when the container carries a display rotation. ``threads`` is the
-    decoder thread count (0 = FFmpeg's choice). Decoding errors, and a stream that ends before
-    the frame count its header announces (a truncated file), raise DataError naming the file.
+    Frame indices are display order (what OpenCV's sequential reading counts). Only kept
+    frames are converted to RGB, and with ``skip_unused`` (H.264 in mp4) the non-reference
+    pictures that are not kept are not decoded at all (about half of an x264 stream with
+    B-frames): each frame's index then comes from its timestamp's rank, and every decoded
+    frame is checked against it. Frames are rotated upright when the container carries a
+    display rotation. ``threads``: decoder threads (0 = FFmpeg's choice). Decoding errors, and
+    a stream shorter than its header announces (a truncated file), raise DataError.
     """
     import av
 
     stats = stats if stats is not None else DecodeStats()
+    try:
+        plan = _plan_skips(url) if skip_unused else None
+    except av.FFmpegError as e:
+        raise DataError(f"{url}: corrupt video ({e})") from e
+    if plan is not None and all(keep(plan.rank[p]) for p in plan.nonref):
+        plan = None  # nothing to skip: the plain path has less overhead
     with open_video(url) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame threads: x264 streams are not sliced
         stream.codec_context.thread_count = threads
         stats.header_frames = int(stream.frames or 0)
-        idx = 0
         try:
-            for frame in container.decode(stream):
-                if keep(idx):
-                    yield idx, _to_upright_image(frame)
-                idx += 1
+            if plan is None:
+                yield from _decode_all(container, stream, keep, stats)
+            else:
+                yield from _decode_planned(container, stream, keep, stats, plan, url)
         except av.FFmpegError as e:
-            raise DataError(f"{url}: corrupt video at frame {idx} ({e})") from e
-        finally:
-            stats.decoded = idx
-    if stats.header_frames and idx < stats.header_frames:
+            raise DataError(f"{url}: corrupt video at frame {stats.decoded} ({e})") from e
+    expected = stats.header_frames or (len(plan.rank) if plan is not None else 0)
+    if stats.decoded < expected:
         raise DataError(
-            f"{url}: truncated or corrupt video (decoded {idx} of {stats.header_frames} frames)"
+            f"{url}: truncated or corrupt video (decoded {stats.decoded} of {expected} frames)"
         )
+
+
+def _decode_all(
+    container: Any, stream: Any, keep: Callable[[int], bool], stats: DecodeStats
+) -> Iterator[tuple[int, Any]]:
+    for frame in container.decode(stream):
+        idx = stats.decoded
+        stats.decoded += 1
+        if keep(idx):
+            yield idx, _to_upright_image(frame)
+
+
+def _decode_planned(
+    container: Any,
+    stream: Any,
+    keep: Callable[[int], bool],
+    stats: DecodeStats,
+    plan: _SkipPlan,
+    url: str,
+) -> Iterator[tuple[int, Any]]:
+    last = -1
+    outputs = 0
+    for packet in container.demux(stream):
+        if packet.size and packet.pts in plan.nonref and not keep(plan.rank[packet.pts]):
+            stats.skipped += 1
+            continue
+        for frame in packet.decode():
+            idx = plan.rank.get(frame.pts) if frame.pts is not None else None
+            if idx is None or idx <= last:
+                raise DataError(f"{url}: frame timestamps out of order near frame {last + 1}")
+            last, outputs = idx, outputs + 1
+            stats.decoded = outputs + stats.skipped
+            if keep(idx):
+                yield idx, _to_upright_image(frame)
+    # Frames that came out plus those skipped on purpose; the caller compares this with the
+    # frame count, so frames the decoder lost are reported like a truncated file.
+    stats.decoded = outputs + stats.skipped
 
 
 def _to_upright_image(frame: Any) -> Any:
