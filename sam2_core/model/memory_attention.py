@@ -80,9 +80,11 @@ class RoPEAttention(Attention):
         freqs = self._table_for(qh.shape[-2], qh.device)
         num_k_rope = kh.shape[-2] - num_k_exclude_rope
         if num_k_exclude_rope > 0:
-            k_rope, k_plain = kh[:, :, :num_k_rope], kh[:, :, num_k_rope:]
-            qh, k_rope = apply_rotary_enc(qh, k_rope, freqs, repeat_freqs_k=self.rope_k_repeat)
-            kh = torch.cat([k_rope, k_plain], dim=2)
+            # Rotate the frame keys in place (kh is a fresh projection): no copy of the keys.
+            qh, k_rope = apply_rotary_enc(
+                qh, kh[:, :, :num_k_rope], freqs, repeat_freqs_k=self.rope_k_repeat
+            )
+            kh[:, :, :num_k_rope] = k_rope
         else:
             qh, kh = apply_rotary_enc(qh, kh, freqs, repeat_freqs_k=self.rope_k_repeat)
         p = self.dropout_p if self.training else 0.0
