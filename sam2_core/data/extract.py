@@ -47,6 +47,10 @@ from sam2_core.data.sav import (
 )
 
 SUMMARY_NAME = "extract_summary.json"
+_MARKER_README = (
+    "Completion markers of `sam2kf extract`: <vid>.json is written after every file of that\n"
+    "video. Videos without a marker are incomplete and are ignored by sam2_core readers.\n"
+)
 
 
 @dataclass
@@ -406,6 +410,9 @@ def extract_dataset(
         annotations=annotations,
         problems=summary.failed,
     )
+    # Created before any frame is written: from now on readers of DST show only the videos
+    # that have a completion marker, never a half-extracted one.
+    fio.write_text_atomic(fio.join(dst, MARKER_DIR, "README.txt"), _MARKER_README)
     todo = []
     for t in tasks:
         if is_video_done(t):

@@ -45,3 +45,24 @@ def test_probe_and_truncation(clip: Path, tmp_path: Path) -> None:
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match=r"cut.mp4: truncated or corrupt video \(decoded \d+ of 40"):
         list(decode_frames(str(cut), keep=lambda i: i % 4 == 0))
+
+
+def test_display_rotation_is_applied(tmp_path: Path) -> None:
+    import av
+
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:8, :8] = 255  # bright top-left corner of the stored picture
+    path = tmp_path / "rot.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.set_display_rotation(90)  # display matrix: 90 degrees counter-clockwise
+        for _ in range(4):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        c.mux(s.encode(None))
+    info = probe_video(str(path))
+    assert (info.height, info.width, info.rotation) == (64, 48, 90)
+    (_, im), *_ = list(decode_frames(str(path), keep=lambda i: i == 0))
+    up = np.asarray(im)
+    assert up.shape == (64, 48, 3)
+    assert up[60:, :4].mean() > 200 and up[:4, :4].mean() < 50  # corner turned to bottom-left
