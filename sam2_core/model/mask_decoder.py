@@ -97,6 +97,11 @@ class MaskDecoder(nn.Module):
         self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
         self.dynamic_multimask_stability_delta = dynamic_multimask_stability_delta
         self.dynamic_multimask_stability_thresh = dynamic_multimask_stability_thresh
+        #: Opt-in capture for training objectives (IUQ, sam2_core.train.iuq): when a dict,
+        #: predict_masks stores "hyper_in" [B, num_mask_tokens, d/8] (per-token queries) and
+        #: "upscaled_embedding" [B, d/8, 4H, 4W] of its latest call, with their autograd graph.
+        #: None (the default) stores nothing. Not a buffer: never in the state dict.
+        self.capture: dict[str, torch.Tensor] | None = None
 
     def forward(
         self,
@@ -209,6 +214,9 @@ class MaskDecoder(nn.Module):
         )  # [B, num_mask_tokens, d/8]
         bu, cu, hu, wu = upscaled.shape
         masks = (hyper_in @ upscaled.reshape(bu, cu, hu * wu)).reshape(bu, -1, hu, wu)
+        if self.capture is not None:
+            self.capture["hyper_in"] = hyper_in
+            self.capture["upscaled_embedding"] = upscaled
 
         iou_pred = self.iou_prediction_head(iou_token_out)
         if self.pred_obj_scores:
