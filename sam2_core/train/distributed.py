@@ -135,6 +135,39 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
     return dict(zip(keys, t.tolist()))
 
 
+def all_gather_padded(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Concatenate every rank's tensors along dim 0, in rank order; sizes may differ per rank.
+
+    Each argument is ``[N_r, ...]`` with the same ``N_r`` for all arguments of one rank and the
+    same trailing shape and dtype on every rank. Collectives need equal shapes, so the row
+    counts are exchanged first, every tensor is zero-padded to the largest count, gathered, and
+    the padding is cut off again. Without a process group (or world size 1) the inputs come back.
+    """
+    if not tensors:
+        return ()
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tuple(tensors)
+    n = tensors[0].shape[0]
+    if any(t.shape[0] != n for t in tensors):
+        raise ValueError("all_gather_padded: the tensors of one rank need the same row count")
+    world = dist.get_world_size()
+    device = tensors[0].device
+    count = torch.tensor([n], device=device, dtype=torch.long)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    sizes = [int(c.item()) for c in counts]
+    longest = max(sizes)
+    out = []
+    for t in tensors:
+        t = t.contiguous()
+        padded = t.new_zeros((longest, *t.shape[1:]))
+        padded[:n] = t
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        out.append(torch.cat([p[:k] for p, k in zip(parts, sizes)], dim=0))
+    return tuple(out)
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Send a picklable object from ``src`` to every rank."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
