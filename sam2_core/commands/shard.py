@@ -25,7 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dst", nargs="?", help="output directory URL or path")
     parser.add_argument("--shard-size-mb", type=float, default=256, help="target shard file size")
     parser.add_argument(
-        "--row-group-mb", type=float, default=32, help="target row-group size (random-access unit)"
+        "--row-group-mb",
+        type=float,
+        default=4,
+        help="target row-group size in MB, the random-access unit (default 4: a 1280x720 clip of 8 frames then reads ~1.8x its bytes; 32 MB reads ~6x)",
     )
     parser.add_argument(
         "--val-fraction", type=float, default=0.1, help="share of videos put in split 'val'"

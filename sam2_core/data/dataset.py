@@ -197,7 +197,7 @@ class ShardSource(ClipSource):
     def read(
         self, video: int, positions: Sequence[int], obj_ids: Sequence[int]
     ) -> tuple[list[bytes], list[np.ndarray], list[int]]:
-        from sam2_core.data.rle import decode_rle
+        from pycocotools import mask as mask_utils
 
         e = self.entries[video]
         rows = [e.first_row + p for p in positions]
@@ -207,16 +207,30 @@ class ShardSource(ClipSource):
         masks = []
         for objs in table.column("objects").to_pylist():
             by_id = {int(o["obj_id"]): o["counts"] for o in objs or []}
-            m = np.zeros((len(obj_ids), e.height, e.width), dtype=bool)
-            for k, oid in enumerate(obj_ids):
-                if oid in by_id:
-                    m[k] = decode_rle({"size": [e.height, e.width], "counts": by_id[oid]})
+            rles = [
+                {"size": [e.height, e.width], "counts": by_id[oid].encode()}
+                if oid in by_id
+                else _empty_rle(e.height, e.width)
+                for oid in obj_ids
+            ]
+            if rles:
+                # One call for all objects: [H, W, O] column-major, viewed as [O, H, W] without
+                # a copy (the transforms warp column-major planes directly).
+                m = mask_utils.decode(rles).transpose(2, 0, 1).view(bool)
+            else:
+                m = np.zeros((0, e.height, e.width), dtype=bool)
             masks.append(m)
         return images, masks, frames
 
     def stats(self) -> dict[str, int]:
         r = self._reader
         return {"bytes_read": r.bytes_read, "row_groups_read": r.row_groups_read} if r else {}
+
+
+def _empty_rle(h: int, w: int) -> dict[str, Any]:
+    from pycocotools import mask as mask_utils
+
+    return dict(mask_utils.encode(np.zeros((h, w, 1), dtype=np.uint8, order="F"))[0])
 
 
 class RecordSource(ClipSource):
@@ -506,6 +520,7 @@ class _SourceLoader:
                 f"{source.url}: no video has {cfg.num_frames} annotated frames (num_frames)"
             )
         self.items = [i for i in usable for _ in range(max(1, cfg.multiplier))]
+        self.last_stream: ClipStream | None = None
 
     def batches(self, epoch: int, seed: int) -> list[list[tuple[int, int]]]:
         return rank_batches(
@@ -532,6 +547,7 @@ class _SourceLoader:
 
     def iterate(self, epoch: int, start: int, seed: int) -> Iterator[BatchedVideo]:
         stream = self.stream(epoch, start, seed)
+        self.last_stream = stream  # read counters here when num_workers == 0 (benchmarks)
         if self.data.num_workers <= 0:
             return iter(stream)
         loader = DataLoader(

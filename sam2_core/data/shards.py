@@ -601,7 +601,7 @@ def write_shards(
     src: str | Iterable[VideoRecord],
     dst: str,
     shard_size_mb: float = 256,
-    row_group_mb: float = 32,
+    row_group_mb: float = 4,
     val_fraction: float = 0.1,
     seed: int = 0,
     fmt: str = "auto",

@@ -192,14 +192,30 @@ def _as_cv_matrix(a: np.ndarray, t: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- masks
 
 
-def _pack_masks(masks: np.ndarray) -> np.ndarray:
-    """bool ``[O, H, W]`` -> uint8 ``[H, W, ceil(O/8)]`` with object ``o`` in bit ``o % 8``."""
-    o, h, w = masks.shape
-    planes = np.zeros((h, w, max(1, (o + 7) // 8)), dtype=np.uint8)
-    for i in range(o):
+def _pack_masks(masks: Sequence[np.ndarray]) -> np.ndarray:
+    """``O`` bool planes ``[h, w]`` -> uint8 ``[h, w, ceil(O/8)]``, object ``o`` in bit ``o % 8``."""
+    h, w = masks[0].shape
+    planes = np.zeros((h, w, max(1, (len(masks) + 7) // 8)), dtype=np.uint8)
+    for i, m in enumerate(masks):
         plane = planes[:, :, i // 8]
-        plane |= masks[i].astype(np.uint8) << np.uint8(i % 8)
+        plane |= m.view(np.uint8) << np.uint8(i % 8)
     return planes
+
+
+def _move_masks(masks: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """Warp bool ``[O, H, W]`` masks with the 2x3 matrix ``m``; returns bool ``[O, size, size]``.
+
+    pycocotools decodes masks column-major; those are packed as they lie in memory (transposed
+    planes) and warped with the source axes swapped in the matrix, which avoids a transpose.
+    """
+    num = masks.shape[0]
+    if num == 0:
+        return np.zeros((0, size, size), dtype=bool)
+    planes = [np.asarray(masks[i], dtype=bool) for i in range(num)]
+    if all(p.flags.f_contiguous and not p.flags.c_contiguous for p in planes):
+        return _warp_masks(_pack_masks([p.T for p in planes]), m[:, [1, 0, 2]], size, num)
+    planes = [np.ascontiguousarray(p) for p in planes]
+    return _warp_masks(_pack_masks(planes), m, size, num)
 
 
 def _warp_masks(packed: np.ndarray, m: np.ndarray, size: int, num_objects: int) -> np.ndarray:
@@ -306,7 +322,7 @@ def transform_clip(
     fwd = geometry_matrix(width=w, height=h, resolution=res, params=params, use_affine=use_affine)
     m_mask = pixel_matrix(fwd)
     first_masks = _frame_masks(masks, 0, h, w)
-    warped0 = _warp_masks(_pack_masks(first_masks), m_mask, res, num_obj)
+    warped0 = _move_masks(first_masks, m_mask, res)
     if use_affine:
         had = first_masks.reshape(num_obj, -1).any(axis=1)
         now = warped0.reshape(num_obj, -1).any(axis=1)
@@ -318,7 +334,7 @@ def transform_clip(
                 width=w, height=h, resolution=res, params=params, use_affine=False
             )
             m_mask = pixel_matrix(fwd)
-            warped0 = _warp_masks(_pack_masks(first_masks), m_mask, res, num_obj)
+            warped0 = _move_masks(first_masks, m_mask, res)
     out_mask[0] = torch.from_numpy(warped0)
 
     fill_bgr = (cfg.fill[2], cfg.fill[1], cfg.fill[0])
@@ -328,9 +344,7 @@ def transform_clip(
     for t in range(num_t):
         img = _decode(images[t], flag)
         if t > 0:
-            out_mask[t] = torch.from_numpy(
-                _warp_masks(_pack_masks(_frame_masks(masks, t, h, w)), m_mask, res, num_obj)
-            )
+            out_mask[t] = torch.from_numpy(_move_masks(_frame_masks(masks, t, h, w), m_mask, res))
         src_scale = w / img.shape[1]
         warped = cv2.warpAffine(
             img,
