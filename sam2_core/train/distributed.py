@@ -157,6 +157,8 @@ def all_gather_padded(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     dist.all_gather(counts, count)
     sizes = [int(c.item()) for c in counts]
     longest = max(sizes)
+    if longest == 0:  # nothing anywhere (zero-size collectives are not portable)
+        return tuple(tensors)
     out = []
     for t in tensors:
         t = t.contiguous()
