@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sam2_core.train.iuq import IUQConfig
 from sam2_core.train.losses import LossConfig
 from sam2_core.train.optim import OptimConfig
 from sam2_core.train.prompts import PromptConfig
@@ -93,6 +94,8 @@ class TrainConfig:
     prompts: PromptConfig = field(default_factory=PromptConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    #: instance-unique querying / equivariance objectives (sam2_core.train.iuq), off by default
+    iuq: IUQConfig = field(default_factory=IUQConfig)
 
     @property
     def checkpoint(self) -> str | None:
@@ -131,6 +134,7 @@ class TrainConfig:
             raise ConfigError("set only one of data.shards and data.raw")
         try:
             self.prompts.validate()
+            self.iuq.validate()
         except ValueError as e:
             raise ConfigError(str(e)) from e
         image_size = self.model.get("image_size")
@@ -222,11 +226,11 @@ def to_train_config(cfg: Any) -> TrainConfig:
         ) from e
     assert isinstance(raw, dict)
     model = raw.pop("model", None) or {}
-    unknown = set(raw) - {"data", "optim", "prompts", "loss", "trainer"}
+    unknown = set(raw) - {"data", "optim", "prompts", "loss", "trainer", "iuq"}
     if unknown:
         raise ConfigError(
             f"unknown top-level config keys {sorted(unknown)}; allowed: model, data, optim, "
-            "prompts, loss, trainer"
+            "prompts, loss, trainer, iuq"
         )
     schema = OmegaConf.structured(
         {
@@ -235,6 +239,7 @@ def to_train_config(cfg: Any) -> TrainConfig:
             "prompts": PromptConfig,
             "loss": LossConfig,
             "trainer": TrainerConfig,
+            "iuq": IUQConfig,
         }
     )
     try:
