@@ -6,9 +6,9 @@ of its selected mask token (``[C']``, C' = d_model / 8), and its mask logits are
 product of that query with the upscaled pixel embedding (``[C', 4h, 4w]``).
 
 * **Dataset-level uniqueness**: a query must not fire on pixels of *other* videos. Foreground
-  pixel embeddings of past batches (all ranks) live in a fixed-size detached queue; per object
-  ``samples_per_object`` entries from other videos are drawn and their responses pushed to zero
-  with a sigmoid focal loss (every such pixel is a negative, so no cross-video matching).
+  pixel embeddings of past batches (all ranks) live in a fixed-size detached queue; every
+  query's responses on other videos' entries are pushed to zero with a sigmoid focal loss
+  (every such pixel is a negative, so no cross-video matching is needed).
 * **Transformation equivariance**: the clip is also run through a random geometric transform
   ``g`` (horizontal flip and crop-and-resize, no photometric change); the prediction on
   ``g(clip)`` must match ``g(prediction on clip)`` and ``g(ground truth)``.
@@ -30,19 +30,45 @@ GatherFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tens
 
 @dataclass
 class UniquenessConfig:
-    """Dataset-level uniqueness (inter-video negatives). ``weight == 0`` switches it off."""
+    """Dataset-level uniqueness (inter-video negatives). ``weight == 0`` switches it off.
+
+    ``samples_per_object`` foreground pixels per object and step go into the queue (instance-
+    balanced filling, as in the paper); every query is scored against ``negatives_per_query``
+    entries of other videos drawn from the queue (0: all of them, the paper's setting).
+    """
 
     weight: float = 0.0
     queue_size: int = 100_000
     samples_per_object: int = 50
-    pixels_per_object: int = 50
+    negatives_per_query: int = 0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+
+    def validate(self) -> None:
+        if self.weight < 0:
+            raise ValueError(f"iuq.uniqueness.weight must be >= 0, got {self.weight}")
+        if self.queue_size < 1:
+            raise ValueError(f"iuq.uniqueness.queue_size must be >= 1, got {self.queue_size}")
+        if self.samples_per_object < 1:
+            raise ValueError(
+                f"iuq.uniqueness.samples_per_object must be >= 1, got {self.samples_per_object}"
+            )
+        if self.negatives_per_query < 0:
+            raise ValueError(
+                f"iuq.uniqueness.negatives_per_query must be >= 0, got {self.negatives_per_query}"
+            )
 
 
 @dataclass
 class EquivarianceConfig:
-    """Transformation equivariance. ``weight == 0`` or ``prob == 0`` switches it off."""
+    """Transformation equivariance. ``weight == 0`` or ``prob == 0`` switches it off.
+
+    With probability ``prob`` per step the clip is also run through a random transform: a
+    horizontal flip (``hflip_prob``) and a square crop of side ``[min_crop, 1]`` (relative)
+    resized back to the full size. The loss is ``consistency_weight`` x soft consistency with
+    the transformed (detached) original prediction plus ``gt_weight`` x the trainer's mask loss
+    against the transformed ground truth; the paper uses ``weight = 3``.
+    """
 
     weight: float = 0.0
     prob: float = 0.5
@@ -51,16 +77,41 @@ class EquivarianceConfig:
     gt_weight: float = 1.0
     consistency_weight: float = 1.0
 
+    def validate(self) -> None:
+        for name in ("weight", "gt_weight", "consistency_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"iuq.equivariance.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("prob", "hflip_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(
+                    f"iuq.equivariance.{name} must be in [0, 1], got {getattr(self, name)}"
+                )
+        if not 0.0 < self.min_crop <= 1.0:
+            raise ValueError(f"iuq.equivariance.min_crop must be in (0, 1], got {self.min_crop}")
+
 
 @dataclass
 class IUQConfig:
+    """``iuq.*`` of the training config; both objectives are off by default."""
+
     uniqueness: UniquenessConfig = field(default_factory=UniquenessConfig)
     equivariance: EquivarianceConfig = field(default_factory=EquivarianceConfig)
 
     @property
+    def uniqueness_on(self) -> bool:
+        return self.uniqueness.weight > 0
+
+    @property
+    def equivariance_on(self) -> bool:
+        return self.equivariance.weight > 0 and self.equivariance.prob > 0
+
+    @property
     def enabled(self) -> bool:
-        eq = self.equivariance
-        return self.uniqueness.weight > 0 or (eq.weight > 0 and eq.prob > 0)
+        return self.uniqueness_on or self.equivariance_on
+
+    def validate(self) -> None:
+        self.uniqueness.validate()
+        self.equivariance.validate()
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,24 +240,42 @@ def uniqueness_loss(
 ) -> torch.Tensor:
     """Mean focal loss of every query's response on other videos' pixels (target: all zero).
 
+    Each query is scored against all queue entries of other videos (``negatives_per_query ==
+    0``) or against that many entries drawn with replacement; per query the focal loss is
+    averaged over its negatives, then over the queries that have any.
+
     Args:
-        queries: ``[O, C']`` per-object mask weights (gradients flow into the mask decoder).
-        video_ids: ``[O]`` video of each query (its own video's pixels are not negatives).
+        queries: ``[Q, C']`` per-object mask weights (gradients flow into the mask decoder).
+        video_ids: ``[Q]`` video of each query (its own video's pixels are not negatives).
     Returns:
-        a scalar; exactly zero (with a graph) while the queue holds no other video.
+        a float32 scalar; exactly zero (with a graph) while the queue holds no other video.
     """
-    losses = []
-    for i in range(queries.shape[0]):
-        neg = queue.sample(
-            n=cfg.samples_per_object, exclude_video_id=int(video_ids[i]), generator=generator
-        )
-        if neg.shape[0] == 0:
-            continue
-        logits = neg.to(queries.dtype) @ queries[i]
-        losses.append(focal_to_zero(logits, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma).mean())
-    if not losses:
-        return queries.sum() * 0.0
-    return torch.stack(losses).mean()
+    q = queries.float()
+    if cfg.negatives_per_query > 0:
+        losses = []
+        for i in range(q.shape[0]):
+            neg = queue.sample(
+                n=cfg.negatives_per_query, exclude_video_id=int(video_ids[i]), generator=generator
+            )
+            if neg.shape[0] == 0:
+                continue
+            logits = neg.to(q.device, q.dtype) @ q[i]
+            losses.append(
+                focal_to_zero(logits, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma).mean()
+            )
+        if not losses:
+            return q.sum() * 0.0
+        return torch.stack(losses).mean()
+    bank = queue.embeddings[: queue.count].to(q.device, q.dtype)  # [K, C']
+    bank_vid = queue.video_ids[: queue.count].to(q.device)
+    valid = (bank_vid[None, :] != video_ids.to(q.device)[:, None]).to(q.dtype)  # [Q, K]
+    n_valid = valid.sum(dim=1)
+    has_neg = n_valid > 0
+    if bank.shape[0] == 0 or not bool(has_neg.any()):
+        return q.sum() * 0.0
+    focal = focal_to_zero(q @ bank.T, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma)
+    per_query = (focal * valid).sum(dim=1) / n_valid.clamp_min(1)
+    return per_query[has_neg].mean()
 
 
 def update_queue(
@@ -258,15 +327,30 @@ class GeoTransform:
         return F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
 
     def apply_points(self, points: torch.Tensor, *, size: tuple[int, int]) -> torch.Tensor:
-        """Map pixel ``(x, y)`` points ``[..., 2]`` of an ``(H, W)`` image into the output."""
+        """Map pixel ``(x, y)`` points ``[..., 2]`` of an ``(H, W)`` image into the output.
+
+        Pixel ``i`` covers ``[i, i + 1)`` with its centre at ``i + 0.5`` (the convention of
+        ``grid_sample(align_corners=False)`` and of SAM's prompt encoder). Points that leave
+        the crop are clamped to the border; :meth:`inside` tells which ones do.
+        """
+        x, y = self._normalised(points, size)
         h, w = size
-        x = points[..., 0] / w
-        y = points[..., 1] / h
+        return torch.stack([(x * w - 0.5).clamp(0, w - 1), (y * h - 0.5).clamp(0, h - 1)], dim=-1)
+
+    def inside(self, points: torch.Tensor, *, size: tuple[int, int]) -> torch.Tensor:
+        """``[...]`` bool: whether each point ``[..., 2]`` stays inside the crop."""
+        x, y = self._normalised(points, size)
+        return (x >= 0) & (x <= 1) & (y >= 0) & (y <= 1)
+
+    def _normalised(
+        self, points: torch.Tensor, size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = size
+        x = (points[..., 0] + 0.5) / w
+        y = (points[..., 1] + 0.5) / h
         if self.flip:
             x = 1.0 - x
-        x = (x - self.x0) / self.cw
-        y = (y - self.y0) / self.ch
-        return torch.stack([x.clamp(0, 1) * w, y.clamp(0, 1) * h], dim=-1)
+        return (x - self.x0) / self.cw, (y - self.y0) / self.ch
 
 
 def random_geo_transform(*, cfg: EquivarianceConfig, generator: torch.Generator) -> GeoTransform:

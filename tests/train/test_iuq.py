@@ -60,7 +60,7 @@ def test_instance_balanced_sampling_excludes_background() -> None:
 
 
 def test_uniqueness_loss_gradient_and_empty_queue() -> None:
-    cfg = UniquenessConfig(weight=1.0, samples_per_object=16)
+    cfg = UniquenessConfig(weight=1.0, negatives_per_query=16)
     queries = torch.randn(2, 4, requires_grad=True)
     empty = PixelQueue(size=8, dim=4)
     loss0 = uniqueness_loss(queries=queries, video_ids=torch.tensor([0, 1]), queue=empty, cfg=cfg)
