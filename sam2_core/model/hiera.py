@@ -193,8 +193,8 @@ class Hiera(nn.Module):
     its queries by ``q_stride`` and multiplies width by ``dim_mul`` and heads by ``head_mul``.
     Window sizes come from ``window_spec``, lagging by one block at stage changes (the first
     block of a stage still uses the previous stage's window); ``global_att_blocks`` use global
-    attention. ``channel_list`` lists the output widths from low to high resolution reversed
-    (i.e. ``[8C, 4C, 2C, C]``), as the FPN neck expects.
+    attention. ``channel_list`` lists the output widths from the coarsest level to the finest
+    (``[8C, 4C, 2C, C]``), the order of the FPN neck's ``backbone_channel_list``.
     """
 
     def __init__(
