@@ -109,12 +109,28 @@ class Trainer:
         )
         self.data_state: dict[str, Any] = {"epoch": 0, "position": 0}
         self.resumed_from: int | None = None
+        # Instance-unique querying objectives (docs/iuq.md); None when off (the default).
+        self.iuq: Any = None
+        if cfg.iuq.enabled:
+            from sam2_core.train.iuq_train import IUQObjective
+
+            self.iuq = IUQObjective(
+                cfg.iuq,
+                model=self.model,
+                loss_cfg=cfg.loss,
+                seed=t.seed,
+                rank=info.rank,
+                world_size=info.world_size,
+                gather_fn=D.all_gather_padded,
+            )
         self._resume_or_init()
         if t.compile:
             trunk: Any = self.model.get_submodule("image_encoder.trunk")
             trunk.forward = torch.compile(trunk.forward)
         self.ddp = D.wrap_ddp(
-            self.train_module, info, find_unused_parameters=t.find_unused_parameters
+            self.iuq.wrap(self.train_module) if self.iuq is not None else self.train_module,
+            info,
+            find_unused_parameters=t.find_unused_parameters,
         )
         self.loader = self._build_loader()
 
@@ -151,6 +167,8 @@ class Trainer:
         self.step = int(state["step"])
         self.best_metric = state.get("best_metric")
         self.data_state = dict(state.get("data", self.data_state))
+        if self.iuq is not None and state.get("iuq"):
+            self.iuq.load_state_dict(state["iuq"])
         per_rank = state.get("rng_per_rank") or []
         if len(per_rank) == self.info.world_size:
             mine = per_rank[self.info.rank]
@@ -277,7 +295,7 @@ class Trainer:
             torch.distributed.all_gather_object(gathered, mine)
         if not self.info.is_main:
             return None
-        return {
+        state = {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optim.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
@@ -288,6 +306,9 @@ class Trainer:
             "world_size": self.info.world_size,
             "model_name": self.cfg.model_name,
         }
+        if self.iuq is not None:
+            state["iuq"] = self.iuq.state_dict()  # the pixel queue (training state only)
+        return state
 
     def save_checkpoint(self) -> None:
         state = self._full_state()
@@ -391,8 +412,13 @@ class Trainer:
             else contextlib.nullcontext()
         )
         with autocast:
-            outs = self.ddp(batch)
-            losses = self.loss_fn(outs, batch.masks)
+            if self.iuq is not None:
+                outs, losses = self.iuq.forward_losses(
+                    self.ddp, batch, self.loss_fn, step=self.step
+                )
+            else:
+                outs = self.ddp(batch)
+                losses = self.loss_fn(outs, batch.masks)
         core = losses[CORE_LOSS_KEY]
         finite = torch.isfinite(core.detach()).float()
         if self.info.world_size > 1:
@@ -416,6 +442,8 @@ class Trainer:
             grad_norm = float(torch.stack(grads).norm()) if grads else 0.0
         self.scaler.step(self.optim.optimizer)
         self.scaler.update()
+        if self.iuq is not None:
+            self.iuq.after_step()  # fill the pixel queue from every rank
         return {k: float(v.detach()) for k, v in losses.items()}, grad_norm, outs
 
     def run(self, *, dry_run: bool = False) -> dict[str, Any]:
@@ -519,7 +547,8 @@ class Trainer:
         if not self.info.is_main:
             return
         if self.writer is not None:
-            for k in (*LOSS_KEYS, CORE_LOSS_KEY, "grad_norm"):
+            iuq_keys = sorted(k for k in means if k.startswith("iuq_"))
+            for k in (*LOSS_KEYS, CORE_LOSS_KEY, "grad_norm", *iuq_keys):
                 if k in means:
                     self.writer.add_scalar(f"losses/{k}", means[k], self.step)
             self.writer.add_scalar("perf/frames_per_s", record["frames_per_s"], self.step)
