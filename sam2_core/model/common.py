@@ -53,6 +53,9 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W] -> [B, C, H, W]``."""
+        # Kept in the reference's arithmetic order: F.layer_norm on a channels-last view is
+        # faster but moves the golden train-step losses past their 1e-5 relative tolerance.
         mean = x.mean(1, keepdim=True)
         var = (x - mean).pow(2).mean(1, keepdim=True)
         x = (x - mean) / torch.sqrt(var + self.eps)
