@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-GatherFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+#: ``fn(embeddings, video_ids) -> (embeddings, video_ids, ...)`` concatenated over all ranks
+GatherFn = Callable[..., tuple[torch.Tensor, ...]]
 
 
 @dataclass
@@ -287,7 +288,8 @@ def update_queue(
 ) -> None:
     """Enqueue this step's samples from every rank (``gather_fn`` all-gathers under DDP)."""
     if gather_fn is not None:
-        embeddings, video_ids = gather_fn(embeddings.detach(), video_ids)
+        gathered = gather_fn(embeddings.detach(), video_ids)
+        embeddings, video_ids = gathered[0], gathered[1]
     queue.enqueue(embeddings, video_ids)
 
 

@@ -318,21 +318,13 @@ class IUQObjective:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
-        gather_fn: Callable[..., tuple[Tensor, ...]] | None = None,
+        gather_fn: GatherFn | None = None,
     ) -> None:
         self.cfg = cfg
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.gather_fn: GatherFn | None = None
-        if gather_fn is not None:
-            fn = gather_fn
-
-            def gather(emb: Tensor, vid: Tensor) -> tuple[Tensor, Tensor]:
-                out = fn(emb, vid)
-                return out[0], out[1]
-
-            self.gather_fn = gather
+        self.gather_fn = gather_fn
         self.mask_loss = make_mask_loss(loss_cfg)
         decoder: Any = model.get_submodule("sam_mask_decoder")
         dim = int(decoder.transformer_dim) // 8
