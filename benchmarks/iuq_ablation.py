@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -52,6 +53,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(VARIANTS),
         help=f"comma-separated subset of {', '.join(VARIANTS)}",
     )
+    p.add_argument(
+        "--init",
+        default=None,
+        help="warm start: {'model': state_dict} file every run starts from (default: random init)",
+    )
+    p.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=0,
+        help="warm start made here: train the baseline this many steps (seed 1000) first",
+    )
     p.add_argument("--work", default=None, help="scratch folder (default: a temp dir)")
     p.add_argument(
         "--out",
@@ -74,7 +86,15 @@ def _make_data(work: str, args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _one_run(
-    *, variant: str, seed: int, train: str, val: str, out: str, args: argparse.Namespace
+    *,
+    variant: str,
+    seed: int,
+    train: str,
+    val: str,
+    out: str,
+    args: argparse.Namespace,
+    steps: int | None = None,
+    init: str | None = None,
 ) -> dict[str, Any]:
     from sam2_core.train.config import load_train_config
     from sam2_core.train.trainer import run_training
@@ -90,7 +110,8 @@ def _one_run(
         f"prompts.decision_seed={seed}",
         f"trainer.seed={seed}",
         f"trainer.output_dir={out}",
-        f"trainer.max_steps={args.steps}",
+        f"trainer.max_steps={steps or args.steps}",
+        f"model.checkpoint={init}" if init else "model.checkpoint=null",
         "trainer.ckpt_every=0",
         "trainer.log_every=1",
         "trainer.image_every=0",
@@ -182,11 +203,28 @@ def main(argv: list[str] | None = None) -> int:
     train, val = _make_data(work, args)
     runs: list[dict[str, Any]] = []
     t_start = time.perf_counter()
+    init = args.init
+    if args.pretrain_steps > 0 and not init:
+        pre = os.path.join(work, "pretrain")
+        shutil.rmtree(pre, ignore_errors=True)
+        r = _one_run(
+            variant="baseline",
+            seed=1000,
+            train=train,
+            val=val,
+            out=pre,
+            args=args,
+            steps=args.pretrain_steps,
+        )
+        init = os.path.join(pre, "model_final.pt")
+        print(f"warm start: baseline, {args.pretrain_steps} steps, held-out J&F {r['jf']:.2f}")
+    args.init = init
     # Seed-major order: a partial run still compares all variants on the first seeds.
     for seed in range(args.seeds):
         for v in variants:
             out = os.path.join(work, "runs", f"{v.strip('+')}-seed{seed}")
-            r = _one_run(variant=v, seed=seed, train=train, val=val, out=out, args=args)
+            shutil.rmtree(out, ignore_errors=True)  # a leftover run would be resumed, not redone
+            r = _one_run(variant=v, seed=seed, train=train, val=val, out=out, args=args, init=init)
             runs.append(r)
             print(
                 f"[{time.perf_counter() - t_start:7.1f}s] {v:<14} seed {seed}: "
@@ -199,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"tiny model, 128 px, {args.steps} steps, {args.train_videos} training / "
         f"{args.val_videos} held-out demo videos, clips of {args.clip_frames} frames, "
-        f"<= {args.objects} objects, equivariance prob {args.eq_prob}"
+        f"<= {args.objects} objects, equivariance prob {args.eq_prob}, "
+        f"init {args.init or 'random'}"
     )
     print(_table(rows))
     print(f"\nwritten {args.out} (total {time.perf_counter() - t_start:.0f} s)")
