@@ -14,10 +14,7 @@ import contextlib
 import json
 import logging
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -34,6 +31,7 @@ from sam2_core.train.losses import CORE_LOSS_KEY, LOSS_KEYS, MultiStepMultiMasks
 from sam2_core.train.model_train import SAM2Train
 from sam2_core.train.optim import ScheduledOptimizer, freeze_parameters
 from sam2_core.train.prompts import PromptSimulator
+from sam2_core.train.tb_mirror import TensorBoardMirror
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +85,7 @@ class Trainer:
         self.best_metric: float | None = None
         self.stats: list[dict[str, Any]] = []
         self.writer: Any = None
-        self._tb_local: str | None = None
+        self._tb: TensorBoardMirror | None = None
 
         self.model = self._build_model()
         self.prompts = PromptSimulator(cfg.prompts, click_seed=t.seed * 1000 + 17 * info.rank + 1)
@@ -238,14 +236,9 @@ class Trainer:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        tb = sio.join(self.out, "tensorboard")
-        if sio.is_local(tb):
-            os.makedirs(tb, exist_ok=True)
-            self.writer = SummaryWriter(tb)
-        else:
-            # Event files are written locally and mirrored to the object store at checkpoints.
-            self._tb_local = tempfile.mkdtemp(prefix="sam2kf-tb-")
-            self.writer = SummaryWriter(self._tb_local)
+        # On object stores event files are written locally and mirrored (tb_mirror.py).
+        self._tb = TensorBoardMirror(sio.join(self.out, "tensorboard"))
+        self.writer = SummaryWriter(self._tb.log_dir)
         stats_url = sio.join(self.out, "train_stats.jsonl")
         if sio.exists(stats_url):
             lines = sio.read_text(stats_url).splitlines()
@@ -256,10 +249,8 @@ class Trainer:
         if self.writer is None:
             return
         self.writer.flush()
-        if self._tb_local:
-            fs, path = sio.get_fs(sio.join(self.out, "tensorboard"))
-            for name in os.listdir(self._tb_local):
-                fs.put(os.path.join(self._tb_local, name), f"{path}/{name}")
+        if self._tb is not None:
+            self._tb.sync()
 
     def _write_stats(self, record: dict[str, Any]) -> None:
         self.stats.append(record)
@@ -516,11 +507,10 @@ class Trainer:
 
             export_checkpoint(self.model, final_url)
             log.info("exported %s", final_url)
-            self._sync_tensorboard()
             if self.writer is not None:
                 self.writer.close()
-            if self._tb_local:
-                shutil.rmtree(self._tb_local, ignore_errors=True)
+            if self._tb is not None:
+                self._tb.close()  # final upload of the event files
         D.barrier()
         return {
             "step": self.step,
@@ -558,6 +548,8 @@ class Trainer:
                 self.writer.add_scalar("perf/gpu_mem_gb", record["gpu_mem_gb"], self.step)
             for name, lr in record["lr"].items():
                 self.writer.add_scalar(f"lr/{name}", lr, self.step)
+            if self._tb is not None and self._tb.due():
+                self._sync_tensorboard()  # periodic mirror between checkpoints
         if not math.isfinite(means.get(CORE_LOSS_KEY, 0.0)):
             log.warning("non-finite mean loss in the logging window at step %d", self.step)
         self._write_stats(record)
