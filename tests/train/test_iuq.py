@@ -123,3 +123,23 @@ def test_soft_consistency_zero_iff_equal() -> None:
     logits = torch.randn(3, 8, 8)
     assert soft_consistency_loss(logits, torch.sigmoid(logits)).item() < 1e-6
     assert soft_consistency_loss(logits, torch.sigmoid(-logits)).item() > 1e-2
+
+
+def test_uniqueness_loss_all_negatives_matches_manual_and_skips_own_video() -> None:
+    from sam2_core.train.iuq import focal_to_zero
+
+    cfg = UniquenessConfig(weight=1.0)  # negatives_per_query=0: every other-video entry
+    q = PixelQueue(size=16, dim=3)
+    bank = torch.randn(6, 3)
+    q.enqueue(bank, torch.tensor([1, 1, 2, 2, 2, 3]))
+    queries = torch.randn(2, 3)
+    loss = uniqueness_loss(queries=queries, video_ids=torch.tensor([2, 9]), queue=q, cfg=cfg)
+    f0 = focal_to_zero(bank[[0, 1, 5]] @ queries[0], alpha=0.25, gamma=2.0).mean()
+    f1 = focal_to_zero(bank @ queries[1], alpha=0.25, gamma=2.0).mean()
+    torch.testing.assert_close(loss, (f0 + f1) / 2)
+    # a query whose video fills the whole queue has no negatives and is left out
+    only = uniqueness_loss(queries=queries, video_ids=torch.tensor([2, 2]), queue=q, cfg=cfg)
+    assert only.item() > 0
+    q2 = PixelQueue(size=4, dim=3)
+    q2.enqueue(torch.randn(2, 3), torch.tensor([5, 5]))
+    assert uniqueness_loss(queries=queries, video_ids=torch.tensor([5, 5]), queue=q2, cfg=cfg) == 0
