@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -383,8 +383,9 @@ def extract_dataset(
     workers: int = 0,
     annotations: str = "manual",
     progress: bool = True,
+    videos: Sequence[str] | None = None,
 ) -> ExtractSummary:
-    """Extract every video of an SA-V raw dataset at SRC into the SA-V frame layout at DST.
+    """Extract the videos of an SA-V raw dataset at SRC into the SA-V frame layout at DST.
 
     Args:
         src, dst: local paths or fsspec URLs (gs://, s3://, ...).
@@ -393,6 +394,9 @@ def extract_dataset(
         write_masks: also write per-object binary PNGs (Annotations_6fps).
         workers: processes (0 = run in this process; each worker decodes one video at a time).
         annotations: "manual" or "auto" JSON to copy (and write masks from).
+        videos: extract only these video ids (None = all). An id without ``<id>.mp4`` in SRC is
+            reported in ``failed``; problems of files outside the selection are not reported.
+            Incremental runs pass the ids no earlier dataset version has processed.
 
     Returns the summary; it is also written to ``DST/extract_summary.json``. Bad videos are in
     ``failed`` (the caller turns that into a non-zero exit status).
@@ -410,6 +414,8 @@ def extract_dataset(
         annotations=annotations,
         problems=summary.failed,
     )
+    if videos is not None:
+        tasks = _select(tasks, videos, src=src, failed=summary.failed)
     # Created before any frame is written: from now on readers of DST show only the videos
     # that have a completion marker, never a half-extracted one.
     fio.write_text_atomic(fio.join(dst, MARKER_DIR, "README.txt"), _MARKER_README)
@@ -428,6 +434,24 @@ def extract_dataset(
     summary.seconds = time.perf_counter() - t0
     fio.write_json_atomic(fio.join(dst, SUMMARY_NAME), summary.to_json())
     return summary
+
+
+def _select(
+    tasks: list[VideoTask], videos: Sequence[str], *, src: str, failed: dict[str, str]
+) -> list[VideoTask]:
+    """The tasks of ``videos`` (in SRC order); unknown ids and their problems go to ``failed``."""
+    if isinstance(videos, str):
+        raise TypeError("videos must be a sequence of video ids, not one string")
+    wanted = set(videos)
+    for name in list(failed):  # keys are mp4 URLs: keep only problems of selected videos
+        stem = name.rsplit("/", 1)[-1][: -len(".mp4")]
+        if stem not in wanted:
+            del failed[name]
+    by_id = {t.video_id: t for t in tasks}
+    for vid in sorted(wanted - set(by_id)):
+        if not any(k.rsplit("/", 1)[-1] == f"{vid}.mp4" for k in failed):
+            failed[vid] = f"{src}: no video {vid}.mp4 (requested in videos)"
+    return [t for t in tasks if t.video_id in wanted]
 
 
 def _drive(
