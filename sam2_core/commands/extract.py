@@ -40,12 +40,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="manual",
         help="which SA-V annotation JSON to copy and draw masks from (default manual)",
     )
+    sel = parser.add_mutually_exclusive_group()
+    sel.add_argument(
+        "--videos",
+        metavar="ID,ID,...",
+        help="extract only these video ids (comma-separated); unknown ids are reported as failed",
+    )
+    sel.add_argument(
+        "--videos-file",
+        metavar="FILE",
+        help="extract only the video ids listed in FILE (one per line, # comments; local or URL)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.epilog = (
         "Writes DST/extract_summary.json. Exit status 0 when every video was extracted, 1 when "
         "any failed (each failure is listed by name with its reason), 2 for unusable input. "
-        "Example: sam2kf extract gs://bucket/sav_train gs://bucket/sav_train_frames --workers 8"
+        "Example: sam2kf extract gs://bucket/sav_train gs://bucket/sav_train_frames --workers 8 "
+        "[--videos sav_000001,sav_000002]"
     )
+
+
+def _selected_videos(args: argparse.Namespace) -> list[str] | None:
+    """The ``--videos`` / ``--videos-file`` selection (None = every video of SRC)."""
+    if args.videos is not None:
+        text = args.videos.replace(",", "\n")
+    elif args.videos_file is not None:
+        from sam2_core import io as fio
+
+        try:
+            text = fio.read_text(args.videos_file)
+        except FileNotFoundError as e:
+            raise ValueError(f"{args.videos_file}: videos file not found") from e
+    else:
+        return None
+    ids = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    ids = [i for i in ids if i]
+    if not ids:
+        source = "--videos" if args.videos is not None else args.videos_file
+        raise ValueError(f"{source}: no video ids given")
+    return ids
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from sam2_core.data.records import DataError
 
     try:
+        videos = _selected_videos(args)
         summary = extract_dataset(
             src=args.src,
             dst=args.dst,
@@ -62,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             annotations=args.annotations,
             progress=not args.no_progress,
+            videos=videos,
         )
     except (DataError, ValueError) as e:
         print(f"sam2kf extract: {e}", file=sys.stderr)
