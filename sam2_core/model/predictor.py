@@ -1,10 +1,17 @@
 """Video object segmentation with SAM 2.1: prompt objects on any frame, propagate through a video.
 
 :class:`VideoPredictor` wraps a :class:`~sam2_core.model.sam2_base.SAM2Base` and follows the
-semantics of Meta's ``SAM2VideoPredictor`` (sam2 1.1): every object is tracked separately with
-batch size 1 and its own memory bank; prompted frames are conditioning frames; memories are
-stored in bfloat16; masks are returned at the video resolution by bilinear resizing of the
-low-resolution (``S/4``) logits.
+semantics of Meta's ``SAM2VideoPredictor`` (sam2 1.1): every object has its own memory bank;
+prompted frames are conditioning frames; memories are stored in bfloat16; masks are returned at
+the video resolution by bilinear resizing of the low-resolution (``S/4``) logits.
+
+Batching: each frame's image features are computed once and shared by all objects. While
+propagating, objects whose memory banks hold the same frames (e.g. all prompted on the same
+frame, the semi-supervised VOS case) go through ``track_step`` together as one batch
+``B = number of objects``; this gives the same memories and masks as tracking them one by one
+(every step is per-sample), at a fraction of the cost. Objects whose banks differ (prompted on
+different frames, or corrected separately) are tracked one by one with batch size 1, like the
+official predictor.
 
 Typical use::
 
@@ -245,6 +252,8 @@ class VideoPredictor:
             memory/pointer window of the frames still to come (memory stays bounded on long
             videos; masks of dropped frames are no longer available for correction clicks).
         autocast: bf16 autocast on CUDA (default: on when the model is on a GPU).
+        batch_objects: track objects whose memory banks hold the same frames as one batch
+            (same results; False: always one object at a time, like the official predictor).
     """
 
     def __init__(
@@ -260,6 +269,7 @@ class VideoPredictor:
         add_all_frames_to_correct_as_cond: bool = False,
         bounded_memory: bool = False,
         autocast: bool | None = None,
+        batch_objects: bool = True,
     ) -> None:
         self.model = model
         self.offload_video_to_cpu = offload_video_to_cpu
@@ -270,6 +280,7 @@ class VideoPredictor:
         self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.bounded_memory = bounded_memory
+        self.batch_objects = batch_objects
         self.autocast = autocast
 
     @property
@@ -533,13 +544,110 @@ class VideoPredictor:
         with self._inference():
             self._preflight(state)
             order = self._processing_order(state, start_frame_idx, max_frame_num_to_track, reverse)
+            groups = self._tracking_groups(state)
+            banks = {g[0]: self._merge_banks(state, g) for g in groups if len(g) > 1}
             for frame_idx in order:
-                masks = [
-                    self._propagate_object(state, obj_idx, frame_idx, reverse)
-                    for obj_idx in range(state.num_objects)
-                ]
+                masks: list[torch.Tensor] = []
+                for g in groups:
+                    if len(g) == 1:
+                        masks.append(self._propagate_object(state, g[0], frame_idx, reverse))
+                    else:
+                        masks.append(
+                            self._propagate_group(state, g, banks[g[0]], frame_idx, reverse)
+                        )
+                # Groups hold consecutive object indices in order, so this is [O, 1, h, w].
                 all_masks = torch.cat(masks, dim=0) if len(masks) > 1 else masks[0]
                 yield frame_idx, list(state.obj_ids), self._to_video_res(state, all_masks)
+
+    def _tracking_groups(self, state: InferenceState) -> list[list[int]]:
+        """Runs of consecutive object indices that can be tracked as one batch.
+
+        Objects batch together when their banks hold exactly the same conditioning and
+        non-conditioning frames: memory frame selection, object-pointer selection and their
+        temporal encodings then coincide, and every other step of ``track_step`` works per
+        sample, so the batch gives each object what tracking it alone would. Not with
+        ``non_overlap_masks_for_mem_enc`` (the memory encoder would then mix objects).
+        """
+        n = state.num_objects
+        if not self.batch_objects or n < 2 or self.model.non_overlap_masks_for_mem_enc:
+            return [[i] for i in range(n)]
+
+        def key(obj_idx: int) -> tuple[frozenset[int], frozenset[int]]:
+            od = state.output_dict_per_obj[obj_idx]
+            return frozenset(od["cond_frame_outputs"]), frozenset(od["non_cond_frame_outputs"])
+
+        groups: list[list[int]] = [[0]]
+        for i in range(1, n):
+            if key(i) == key(groups[-1][0]):
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        return groups
+
+    def _merge_banks(self, state: InferenceState, group: list[int]) -> OutputDict:
+        """One batched memory bank ``[B, ...]`` for a group of objects (only the entries that
+        ``track_step`` reads: memories, their position encodings and object pointers)."""
+        bank = _empty_output_dict()
+        dicts = [state.output_dict_per_obj[i] for i in group]
+        for key in ("cond_frame_outputs", "non_cond_frame_outputs"):
+            for t in dicts[0][key]:
+                outs = [d[key][t] for d in dicts]
+                pos = outs[0]["maskmem_pos_enc"]
+                bank[key][t] = {
+                    "maskmem_features": torch.cat([o["maskmem_features"] for o in outs]),
+                    "maskmem_pos_enc": None
+                    if pos is None
+                    else [x[:1].expand(len(group), -1, -1, -1) for x in pos],
+                    "obj_ptr": torch.cat([o["obj_ptr"] for o in outs]),
+                }
+        return bank
+
+    def _propagate_group(
+        self,
+        state: InferenceState,
+        group: list[int],
+        bank: OutputDict,
+        frame_idx: int,
+        reverse: bool,
+    ) -> torch.Tensor:
+        """Low-res logits ``[B, 1, S/4, S/4]`` of a group of objects on one frame; tracked
+        frames are stored in the batched ``bank`` and, as per-object views, in every object's
+        own bank (for later prompts and per-object tracking)."""
+        if frame_idx in bank["cond_frame_outputs"]:
+            pred = torch.cat(
+                [
+                    state.output_dict_per_obj[i]["cond_frame_outputs"][frame_idx]["pred_masks"]
+                    for i in group
+                ]
+            ).to(state.device)
+            if self.clear_non_cond_mem_around_input:
+                _drop_around(bank["non_cond_frame_outputs"], frame_idx, self._clear_radius())
+                for i in group:
+                    self._clear_non_cond_mem_around_input(state, frame_idx, i)
+        else:
+            current_out, pred = self._run_single_frame_inference(
+                state,
+                output_dict=bank,
+                frame_idx=frame_idx,
+                is_init_cond_frame=False,
+                point_inputs=None,
+                mask_inputs=None,
+                reverse=reverse,
+                run_mem_encoder=True,
+                batch_size=len(group),
+            )
+            bank["non_cond_frame_outputs"][frame_idx] = current_out
+            for b, i in enumerate(group):
+                out_i = _select_object(current_out, b)
+                state.output_dict_per_obj[i]["non_cond_frame_outputs"][frame_idx] = out_i
+            if self.bounded_memory:
+                for t in self._stale_frames(bank["non_cond_frame_outputs"], frame_idx, reverse):
+                    del bank["non_cond_frame_outputs"][t]
+                for i in group:
+                    self._trim_outputs(state, i, frame_idx, reverse)
+        for i in group:
+            state.frames_tracked_per_obj[i][frame_idx] = {"reverse": reverse}
+        return pred
 
     def _processing_order(
         self,
@@ -590,29 +698,12 @@ class VideoPredictor:
         """Commit the prompted frames: encode their memories and move them into the bank."""
         if state.num_objects == 0:
             raise RuntimeError("no objects: add a mask, points or a box first")
+        self._encode_prompted_memories(state)
         for obj_idx in range(state.num_objects):
             out_dict = state.output_dict_per_obj[obj_idx]
             temp_dict = state.temp_output_dict_per_obj[obj_idx]
             for key in ("non_cond_frame_outputs", "cond_frame_outputs"):
                 for frame_idx, out in temp_dict[key].items():
-                    if out["maskmem_features"] is None:
-                        # Memory of a prompted frame: its low-res prediction, upsampled and
-                        # binarised (treated as coming from clicks, like the official code).
-                        high_res = F.interpolate(
-                            out["pred_masks"].to(state.device).float(),
-                            size=(self.image_size, self.image_size),
-                            mode="bilinear",
-                            align_corners=False,
-                        )
-                        feats, pos = self._run_memory_encoder(
-                            state,
-                            frame_idx=frame_idx,
-                            high_res_masks=high_res,
-                            object_score_logits=out["object_score_logits"],
-                            is_mask_from_pts=True,
-                        )
-                        out["maskmem_features"] = feats
-                        out["maskmem_pos_enc"] = pos
                     out_dict[key][frame_idx] = out
                     if self.clear_non_cond_mem_around_input:
                         self._clear_non_cond_mem_around_input(state, frame_idx, obj_idx)
@@ -622,6 +713,40 @@ class VideoPredictor:
                 raise RuntimeError(f"object id {obj_id} has no prompt on any frame")
             for frame_idx in out_dict["cond_frame_outputs"]:
                 out_dict["non_cond_frame_outputs"].pop(frame_idx, None)
+
+    def _encode_prompted_memories(self, state: InferenceState) -> None:
+        """Memories of the prompted frames still without one, frame by frame (features computed
+        once per frame), all objects of a frame in one batch when batching is on.
+
+        The memory is the low-res prediction, upsampled and binarised (treated as coming from
+        clicks, like the official code).
+        """
+        pending: dict[int, list[FrameOutput]] = {}
+        for obj_idx in range(state.num_objects):
+            temp_dict = state.temp_output_dict_per_obj[obj_idx]
+            for key in ("non_cond_frame_outputs", "cond_frame_outputs"):
+                for frame_idx, out in temp_dict[key].items():
+                    if out["maskmem_features"] is None:
+                        pending.setdefault(frame_idx, []).append(out)
+        together = self.batch_objects and not self.model.non_overlap_masks_for_mem_enc
+        for frame_idx, outs in sorted(pending.items()):
+            for chunk in [outs] if together else [[o] for o in outs]:
+                high_res = F.interpolate(
+                    torch.cat([o["pred_masks"] for o in chunk]).to(state.device).float(),
+                    size=(self.image_size, self.image_size),
+                    mode="bilinear",
+                    align_corners=False,
+                )
+                feats, pos = self._run_memory_encoder(
+                    state,
+                    frame_idx=frame_idx,
+                    high_res_masks=high_res,
+                    object_score_logits=torch.cat([o["object_score_logits"] for o in chunk]),
+                    is_mask_from_pts=True,
+                )
+                for b, out in enumerate(chunk):
+                    out["maskmem_features"] = feats[b : b + 1]
+                    out["maskmem_pos_enc"] = None if pos is None else [x[b : b + 1] for x in pos]
 
     # ------------------------------------------------------------------ model calls
 
@@ -660,10 +785,12 @@ class VideoPredictor:
         reverse: bool,
         run_mem_encoder: bool,
         prev_sam_mask_logits: torch.Tensor | None = None,
+        batch_size: int = 1,
     ) -> tuple[FrameOutput, torch.Tensor]:
-        """One tracking step of one object; returns ``(compact stored output, pred_masks on
-        the compute device)``. Memories are stored in bf16 on the storage device."""
-        feats, pos, sizes = self._get_image_feature(state, frame_idx, 1)
+        """One tracking step of ``batch_size`` objects sharing ``output_dict``; returns
+        ``(compact stored output, pred_masks [B, 1, S/4, S/4] on the compute device)``.
+        Memories are stored in bf16 on the storage device."""
+        feats, pos, sizes = self._get_image_feature(state, frame_idx, batch_size)
         out = self.model.track_step(
             frame_idx=frame_idx,
             is_init_cond_frame=is_init_cond_frame,
@@ -765,31 +892,55 @@ class VideoPredictor:
 
     # ------------------------------------------------------------------ memory hygiene
 
+    def _clear_radius(self) -> int:
+        return int(self.model.memory_temporal_stride_for_eval * self.model.num_maskmem)
+
     def _clear_non_cond_mem_around_input(
         self, state: InferenceState, frame_idx: int, obj_idx: int
     ) -> None:
         """Drop non-conditioning outputs within ``num_maskmem`` frames of a prompted frame."""
-        r = self.model.memory_temporal_stride_for_eval * self.model.num_maskmem
         non_cond = state.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"]
-        for t in range(frame_idx - r, frame_idx + r + 1):
-            non_cond.pop(t, None)
+        _drop_around(non_cond, frame_idx, self._clear_radius())
 
-    def _trim_outputs(
-        self, state: InferenceState, obj_idx: int, frame_idx: int, reverse: bool
-    ) -> None:
-        """Drop non-conditioning outputs that no later frame of this pass can attend to."""
+    def _stale_frames(
+        self, non_cond: dict[int, FrameOutput], frame_idx: int, reverse: bool
+    ) -> list[int]:
+        """Non-conditioning frames that no later frame of this pass can attend to."""
         m = self.model
         window = max(
             (m.num_maskmem - 1) * m.memory_temporal_stride_for_eval + 1,
             m.max_obj_ptrs_in_encoder,
         )
-        non_cond = state.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"]
-        stale = [
+        return [
             t for t in non_cond if (t > frame_idx + window if reverse else t < frame_idx - window)
         ]
-        for t in stale:
+
+    def _trim_outputs(
+        self, state: InferenceState, obj_idx: int, frame_idx: int, reverse: bool
+    ) -> None:
+        """Drop non-conditioning outputs that no later frame of this pass can attend to."""
+        non_cond = state.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"]
+        for t in self._stale_frames(non_cond, frame_idx, reverse):
             del non_cond[t]
             state.frames_tracked_per_obj[obj_idx].pop(t, None)
+
+
+def _drop_around(non_cond: dict[int, FrameOutput], frame_idx: int, radius: int) -> None:
+    for t in range(frame_idx - radius, frame_idx + radius + 1):
+        non_cond.pop(t, None)
+
+
+def _select_object(out: FrameOutput, b: int) -> FrameOutput:
+    """Object ``b`` of a batched stored output, as views ``[1, ...]`` (no copies)."""
+    sel: FrameOutput = {}
+    for k, v in out.items():
+        if isinstance(v, torch.Tensor):
+            sel[k] = v[b : b + 1]
+        elif isinstance(v, list):
+            sel[k] = [x[b : b + 1] for x in v]
+        else:
+            sel[k] = v
+    return sel
 
 
 def _concat_points(
