@@ -11,8 +11,10 @@ import contextlib
 import json
 import os
 import posixpath
+import shutil
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 import fsspec
@@ -170,3 +172,59 @@ def remove(url: str, *, recursive: bool = True) -> None:
     fs, path = get_fs(url)
     if fs.exists(path):
         fs.rm(path, recursive=recursive)
+
+
+def upload_dir(local_dir: str, url: str, *, last: Sequence[str] = ()) -> list[str]:
+    """Copy every file under ``local_dir`` to ``url`` (same relative paths); returns the URLs.
+
+    ``last`` names completion files (relative paths, e.g. ``summary.json``): their old copies
+    at ``url`` are removed before anything is uploaded and the new ones are uploaded after all
+    other files, so a reader that waits for them never sees them next to older or missing files.
+    """
+    rels = []
+    for root, _dirs, files in os.walk(local_dir):
+        for name in files:
+            rels.append(os.path.relpath(os.path.join(root, name), local_dir).replace(os.sep, "/"))
+    final = [r for r in last if r in rels]
+    for rel in final:
+        remove(join(url, rel), recursive=False)
+    written = []
+    for rel in sorted(r for r in rels if r not in final) + final:
+        with open(os.path.join(local_dir, rel), "rb") as f:
+            write_bytes_atomic(join(url, rel), f.read())
+        written.append(join(url, rel))
+    return written
+
+
+def download_dir(url: str, local_dir: str) -> None:
+    """Copy every object under ``url`` into ``local_dir`` (same relative paths)."""
+    fs, path = get_fs(url)
+    base = path.rstrip("/")
+    for obj in fs.find(base):
+        rel = str(obj)[len(base) :].lstrip("/")
+        if not rel:
+            continue
+        target = os.path.join(local_dir, *rel.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with fs.open(obj, "rb") as src, open(target, "wb") as dst:
+            dst.write(src.read())
+
+
+@contextlib.contextmanager
+def staged_dir(url: str, *, last: Sequence[str] = ()) -> Iterator[str]:
+    """A local folder whose contents end up at ``url``.
+
+    For a local ``url`` this is ``url`` itself. For an object store it is a temporary folder
+    that is uploaded with :func:`upload_dir` (``last`` files last) when the block exits cleanly;
+    when it raises, nothing is uploaded. The temporary folder is always removed.
+    """
+    if is_local(url):
+        os.makedirs(url, exist_ok=True)
+        yield url
+        return
+    tmp = tempfile.mkdtemp(prefix="sam2kf-stage-")
+    try:
+        yield tmp
+        upload_dir(tmp, url, last=last)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
