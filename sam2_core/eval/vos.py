@@ -76,6 +76,39 @@ def autocast_for(device: Any) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
+#: Models with inputs up to this size run with one intra-op thread on the CPU (see below).
+SMALL_MODEL_IMAGE_SIZE = 512
+
+
+def auto_num_threads(model: Any, device: Any) -> int | None:
+    """Intra-op threads for inference: 1 for small models on the CPU, else None (unchanged).
+
+    A small model's ops take microseconds, so thread fork/join dominates; on a shared machine
+    a busy core makes every op wait for it (measured here: tiny model, 2 threads on 2 loaded
+    cores, 52 s CPU and 1.5-3 min for the demo set; 1 thread, 4 s). An explicit
+    ``OMP_NUM_THREADS`` in the environment always wins.
+    """
+    if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+        return None
+    size = getattr(model, "image_size", None)
+    return 1 if size is not None and int(size) <= SMALL_MODEL_IMAGE_SIZE else None
+
+
+@contextlib.contextmanager
+def intra_op_threads(num_threads: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(num_threads)`` for the duration (None: leave as is)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    if num_threads is not None and num_threads > 0:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != saved:
+            torch.set_num_threads(saved)
+
+
 def infer_model_name(checkpoint: str) -> str:
     """The model config whose state-dict keys and shapes equal those of ``checkpoint``."""
     import torch
@@ -413,6 +446,7 @@ def evaluate_model(
     model_name: str | None = None,
     predictor_cls: Callable[..., Any] | None = None,
     progress: bool = True,
+    num_threads: int | Literal["auto"] | None = "auto",
 ) -> dict[str, Any]:
     """Inference + J&F + report for a model on a dataset; returns the summary dict.
 
@@ -427,6 +461,8 @@ def evaluate_model(
         layout: prediction layout; ``"auto"``: DAVIS for DAVIS/MOSE data, SA-V otherwise.
         resume: skip videos whose ``_progress/<video>.json`` exists.
         compare_dir: another run's output folder (or prediction folder) for a comparison report.
+        num_threads: torch intra-op threads during inference (restored afterwards); ``"auto"``:
+            :func:`auto_num_threads`; None: leave as is.
 
     Returns ``{"J&F", "J", "F", "num_videos", "num_objects", ...}`` (x100 scores).
     """
@@ -443,7 +479,10 @@ def evaluate_model(
     predictor = make_predictor(net, predictor_cls)
     records: dict[str, VideoRecord] = {}
     scored: list[VideoScores] = []
+    threads = auto_num_threads(net, dev) if num_threads == "auto" else num_threads
+    stack = contextlib.ExitStack()
     try:
+        stack.enter_context(intra_op_threads(threads))
         it = _records(data, fmt=fmt, split=split, videos=videos, max_videos=max_videos)
         for rec in tqdm(it, desc="VOS", unit="video", disable=not progress):
             records[rec.video_id] = rec
@@ -469,6 +508,7 @@ def evaluate_model(
             write_json_atomic(marker, _video_scores_to_json(vs), indent=None)
             scored.append(vs)
     finally:
+        stack.close()
         net.train(was_training)
     result = JFResult(scored, skip_first_and_last=skip_first_and_last)
     paths = result.write(out)
@@ -544,7 +584,9 @@ def validate_in_memory(
     dev = resolve_device(device)
     was_training = bool(model_module.training)
     model_module.eval()
+    stack = contextlib.ExitStack()
     try:
+        stack.enter_context(intra_op_threads(auto_num_threads(model_module, dev)))
         predictor = make_predictor(model_module, predictor_cls)
         scored = [
             predict_and_score_video(
@@ -558,6 +600,7 @@ def validate_in_memory(
             for rec in _records(records, max_videos=max_videos)
         ]
     finally:
+        stack.close()
         model_module.train(was_training)
     result = JFResult(scored, skip_first_and_last=skip_first_and_last)
     summary = result.summary()
