@@ -465,7 +465,15 @@ def evaluate_model(
             :func:`auto_num_threads`; None: leave as is.
 
     Returns ``{"J&F", "J", "F", "num_videos", "num_objects", ...}`` (x100 scores).
+
+    ``out``, ``tensorboard_dir`` and ``compare_dir`` may also be object-store URLs (gs://,
+    s3://): see :func:`_evaluate_remote`.
     """
+    arguments = dict(locals())  # first statement: exactly the arguments
+    from sam2_core import io as sio
+
+    if not all(sio.is_local(u) for u in (out, tensorboard_dir, compare_dir) if u):
+        return _evaluate_remote(arguments)
     from tqdm import tqdm
 
     dev = resolve_device(device)
@@ -549,6 +557,53 @@ def evaluate_model(
     from sam2_core.io import write_json_atomic
 
     write_json_atomic(os.path.join(out, "summary.json"), summary)
+    return summary
+
+
+def _evaluate_remote(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """:func:`evaluate_model` with object-store ``out`` / ``tensorboard_dir`` / ``compare_dir``.
+
+    Evaluates into a local staging folder that is uploaded to ``out`` at the end, with
+    ``summary.json`` removed first and uploaded last (its presence means the rest is complete);
+    nothing is uploaded when evaluation fails. A remote ``compare_dir`` is downloaded first,
+    TensorBoard event files are mirrored to a remote ``tensorboard_dir``. Paths in the returned
+    and uploaded summary point at ``out``. ``resume`` works within one run only (the staging
+    folder starts empty).
+    """
+    import tempfile
+
+    from sam2_core import io as sio
+    from sam2_core.train.tb_mirror import TensorBoardMirror
+
+    out = str(kwargs["out"])
+    tb = TensorBoardMirror(kwargs["tensorboard_dir"]) if kwargs["tensorboard_dir"] else None
+    with contextlib.ExitStack() as stack:
+        if tb is not None:
+            stack.callback(tb.close)  # final upload of the event files, also after a failure
+        compare = kwargs["compare_dir"]
+        if compare and not sio.is_local(compare):
+            local_cmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="sam2kf-cmp-"))
+            sio.download_dir(compare, local_cmp)
+            compare = local_cmp
+        local_out = stack.enter_context(sio.staged_dir(out, last=("summary.json",)))
+        summary = evaluate_model(
+            **{
+                **kwargs,
+                "out": local_out,
+                "compare_dir": compare,
+                "tensorboard_dir": tb.log_dir if tb else None,
+            }
+        )
+
+        def rebase(v: Any) -> Any:
+            if isinstance(v, str) and v.startswith(local_out):
+                return sio.join(out, os.path.relpath(v, local_out).replace(os.sep, "/"))
+            if isinstance(v, dict):
+                return {k: rebase(x) for k, x in v.items()}
+            return v
+
+        summary = rebase(summary)
+        sio.write_json_atomic(os.path.join(local_out, "summary.json"), summary)
     return summary
 
 
