@@ -384,18 +384,18 @@ def _video_jf(v: VideoScores) -> float:
 
 def load_result_dir(path: str) -> JFResult:
     """Scores of an earlier run from its ``per_frame.json`` (written by ``JFResult.write``)."""
+    from sam2_core import io as sio
     from sam2_core.eval.vos import _video_scores_from_json
 
-    pf = os.path.join(path, "per_frame.json")
-    if not os.path.exists(pf):
+    # ``path`` may be a local folder or an object-store URL (sam2kf evaluate --out gs://...)
+    pf = sio.join(path, "per_frame.json")
+    if not sio.exists(pf):
         raise FileNotFoundError(f"{path}: no per_frame.json (not an evaluation output folder)")
-    with open(pf) as f:
-        objs = json.load(f)
+    objs = sio.read_json(pf)
     skip = True
-    sj = os.path.join(path, "summary.json")
-    if os.path.exists(sj):
-        with open(sj) as f:
-            skip = bool(json.load(f).get("skip_first_and_last", True))
+    sj = sio.join(path, "summary.json")
+    if sio.exists(sj):
+        skip = bool(sio.read_json(sj).get("skip_first_and_last", True))
     by_video: dict[str, list[dict[str, Any]]] = {}
     for o in objs:
         by_video.setdefault(o["video"], []).append(o)
