@@ -63,9 +63,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--write-all-frames", action="store_true", help="also write unannotated frames (SA-V)"
     )
     mod.add_argument("--no-resume", action="store_true", help="redo videos already finished")
-    mod.add_argument("--tensorboard-dir", help="also log the scores as TensorBoard scalars")
+    mod.add_argument(
+        "--tensorboard-dir", help="also log the scores as TensorBoard scalars (folder or URL)"
+    )
     common = parser.add_argument_group("scoring and output")
-    common.add_argument("--out", help="output folder (default with --pred-dir: the pred folder)")
+    common.add_argument(
+        "--out",
+        help="output folder (default with --pred-dir: the pred folder); with --model also an "
+        "object-store URL (gs://, s3://): written locally, uploaded at the end, summary.json last",
+    )
     common.add_argument(
         "--do-not-skip-first-and-last",
         "--do_not_skip_first_and_last_frame",
