@@ -108,12 +108,15 @@ def extract_step(
     )
     if not todo:
         return 0
-    if len(todo) == len(all_ids):
-        summary = extract_dataset(
-            src=raw_uri, dst=dst, every=every, workers=workers, progress=False
-        )
-    else:
-        summary = _extract_subset(raw_uri=raw_uri, dst=dst, videos=set(todo), every=every)
+    # Only the new videos; a retried step skips those it already finished.
+    summary = extract_dataset(
+        src=raw_uri,
+        dst=dst,
+        every=every,
+        workers=workers,
+        progress=False,
+        videos=None if len(todo) == len(all_ids) else todo,
+    )
     if summary.failed:
         print(f"[extract] failed videos (skipped): {summary.failed}", file=sys.stderr)
     if not summary.ok:
@@ -129,34 +132,6 @@ def resolve_version(dataset_version: str, run_id: str) -> str:
     if not run_id:
         raise ValueError("dataset_version 'auto' needs the run id")
     return f"run-{run_id}"
-
-
-def _extract_subset(*, raw_uri: str, dst: str, videos: set[str], every: int) -> Any:
-    """Extract only ``videos`` (D1's per-video API; same outputs and summary file)."""
-    from sam2_core.data.extract import SUMMARY_NAME, ExtractSummary, extract_video, plan_tasks
-
-    summary = ExtractSummary()
-    tasks = plan_tasks(
-        src=raw_uri,
-        dst=dst,
-        every=every,
-        quality=95,
-        write_masks=False,
-        annotations="manual",
-        problems=summary.failed,
-    )
-    for task in tasks:
-        if task.video_id not in videos:
-            continue
-        try:
-            kept, _ = extract_video(task)
-            summary.ok.append(task.video_id)
-            summary.frames += kept
-        except Exception as exc:  # one bad video never stops the others
-            summary.failed[task.video_id] = f"{type(exc).__name__}: {exc}"
-    summary.ok.sort()
-    io.write_json_atomic(io.join(dst, SUMMARY_NAME), summary.to_json())
-    return summary
 
 
 # --------------------------------------------------------------------------------------- shard
