@@ -546,6 +546,8 @@ class VideoPredictor:
             order = self._processing_order(state, start_frame_idx, max_frame_num_to_track, reverse)
             groups = self._tracking_groups(state)
             banks = {g[0]: self._merge_banks(state, g) for g in groups if len(g) > 1}
+            flat = [i for g in groups for i in g]
+            unsort = None if flat == sorted(flat) else torch.tensor(flat).argsort()
             for frame_idx in order:
                 masks: list[torch.Tensor] = []
                 for g in groups:
@@ -555,12 +557,13 @@ class VideoPredictor:
                         masks.append(
                             self._propagate_group(state, g, banks[g[0]], frame_idx, reverse)
                         )
-                # Groups hold consecutive object indices in order, so this is [O, 1, h, w].
                 all_masks = torch.cat(masks, dim=0) if len(masks) > 1 else masks[0]
+                if unsort is not None:  # groups are not in object order
+                    all_masks = all_masks[unsort]
                 yield frame_idx, list(state.obj_ids), self._to_video_res(state, all_masks)
 
     def _tracking_groups(self, state: InferenceState) -> list[list[int]]:
-        """Runs of consecutive object indices that can be tracked as one batch.
+        """Groups of object indices that can be tracked as one batch each.
 
         Objects batch together when their banks hold exactly the same conditioning and
         non-conditioning frames: memory frame selection, object-pointer selection and their
@@ -571,18 +574,12 @@ class VideoPredictor:
         n = state.num_objects
         if not self.batch_objects or n < 2 or self.model.non_overlap_masks_for_mem_enc:
             return [[i] for i in range(n)]
-
-        def key(obj_idx: int) -> tuple[frozenset[int], frozenset[int]]:
-            od = state.output_dict_per_obj[obj_idx]
-            return frozenset(od["cond_frame_outputs"]), frozenset(od["non_cond_frame_outputs"])
-
-        groups: list[list[int]] = [[0]]
-        for i in range(1, n):
-            if key(i) == key(groups[-1][0]):
-                groups[-1].append(i)
-            else:
-                groups.append([i])
-        return groups
+        groups: dict[tuple[frozenset[int], frozenset[int]], list[int]] = {}
+        for i in range(n):
+            od = state.output_dict_per_obj[i]
+            key = (frozenset(od["cond_frame_outputs"]), frozenset(od["non_cond_frame_outputs"]))
+            groups.setdefault(key, []).append(i)
+        return list(groups.values())
 
     def _merge_banks(self, state: InferenceState, group: list[int]) -> OutputDict:
         """One batched memory bank ``[B, ...]`` for a group of objects (only the entries that
