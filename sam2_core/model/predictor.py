@@ -590,8 +590,9 @@ class VideoPredictor:
             for t in dicts[0][key]:
                 outs = [d[key][t] for d in dicts]
                 pos = outs[0]["maskmem_pos_enc"]
+                mem = [o["maskmem_features"] for o in outs]
                 bank[key][t] = {
-                    "maskmem_features": torch.cat([o["maskmem_features"] for o in outs]),
+                    "maskmem_features": None if mem[0] is None else torch.cat(mem),
                     "maskmem_pos_enc": None
                     if pos is None
                     else [x[:1].expand(len(group), -1, -1, -1) for x in pos],
