@@ -534,24 +534,39 @@ class VideoPredictor:
         start_frame_idx: int | None = None,
         max_frame_num_to_track: int | None = None,
         reverse: bool = False,
+        from_first_prompt: bool = False,
     ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
         """Track every object through the video.
 
         Yields ``(frame_idx, obj_ids, video_res_masks [O, 1, H, W] logits)`` per frame, from
         ``start_frame_idx`` (default: the earliest prompted frame) forward, or backward with
         ``reverse`` (frame 0 included).
+
+        With ``from_first_prompt`` an object is tracked only from its first prompted frame on
+        (backward: from its last one); before that its logits are ``NO_OBJ_SCORE`` and nothing
+        is stored for it. One such pass gives what separate passes per prompt frame (reset,
+        prompt, propagate from that frame) give, with each frame's features computed once:
+        the official protocol for objects that appear later in a video.
         """
         with self._inference():
             self._preflight(state)
             order = self._processing_order(state, start_frame_idx, max_frame_num_to_track, reverse)
             groups = self._tracking_groups(state)
+            starts: dict[int, int] = {}
+            if from_first_prompt:
+                for g in groups:  # members of a group share their conditioning frames
+                    cond = state.output_dict_per_obj[g[0]]["cond_frame_outputs"]
+                    starts[g[0]] = max(cond) if reverse else min(cond)
             banks = {g[0]: self._merge_banks(state, g) for g in groups if len(g) > 1}
             flat = [i for g in groups for i in g]
             unsort = None if flat == sorted(flat) else torch.tensor(flat).argsort()
             for frame_idx in order:
                 masks: list[torch.Tensor] = []
                 for g in groups:
-                    if len(g) == 1:
+                    start = starts.get(g[0], frame_idx)
+                    if frame_idx > start if reverse else frame_idx < start:
+                        masks.append(self._absent_logits(state, g, start))
+                    elif len(g) == 1:
                         masks.append(self._propagate_object(state, g[0], frame_idx, reverse))
                     else:
                         masks.append(
@@ -561,6 +576,14 @@ class VideoPredictor:
                 if unsort is not None:  # groups are not in object order
                     all_masks = all_masks[unsort]
                 yield frame_idx, list(state.obj_ids), self._to_video_res(state, all_masks)
+
+    @staticmethod
+    def _absent_logits(state: InferenceState, group: list[int], cond_frame: int) -> torch.Tensor:
+        """``NO_OBJ_SCORE`` logits ``[B, 1, h, w]`` (low-res size) for objects not yet tracked."""
+        ref = state.output_dict_per_obj[group[0]]["cond_frame_outputs"][cond_frame]["pred_masks"]
+        return torch.full(
+            (len(group), 1, *ref.shape[-2:]), NO_OBJ_SCORE, dtype=torch.float32, device=state.device
+        )
 
     def _tracking_groups(self, state: InferenceState) -> list[list[int]]:
         """Groups of object indices that can be tracked as one batch each.
