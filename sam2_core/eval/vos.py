@@ -13,8 +13,12 @@ Outputs under ``out``::
     _progress/<video>.json     per-video scores, written last for the video (resume marker)
     results.csv  summary.json  per_video.csv  per_frame.json  report.html
 
-Frames before an object's prompt frame are predicted empty. Objects are processed in batches
-(``max_objects_per_batch``) that share the predictor's cached frame features.
+Frames before an object's prompt frame are predicted empty. With the model's
+:class:`~sam2_core.model.predictor.VideoPredictor` a video takes one pass: every frame is
+decoded and encoded once, objects prompted on the same frame are tracked as one batch, and each
+object only from its prompt frame on (as separate runs per prompt frame would). With
+``max_objects_per_batch`` (or another predictor) objects go in separate runs of at most that
+many, one run per prompt frame and batch.
 """
 
 from __future__ import annotations
@@ -202,10 +206,13 @@ def propagate_video(
     max_objects_per_batch: int | None = None,
     device: Any = None,
     state: Any = None,
+    one_pass: bool = True,
 ) -> Iterator[FrameOutput]:
     """Run the predictor over a video; yields every propagated frame of every object batch.
 
-    Batches are ordered by prompt frame; within a batch frames come in increasing order.
+    Batches are ordered by prompt frame; within a batch frames come in increasing order. With
+    ``one_pass`` (and a ``VideoPredictor``, no ``max_objects_per_batch``) there is a single
+    batch of all objects, where objects not yet prompted have ``NO_OBJ_SCORE`` logits.
     """
     import torch
 
@@ -222,6 +229,18 @@ def propagate_video(
     with torch.inference_mode(), autocast_for(device):
         if state is None:
             state = predictor.init_state(record)
+        if one_pass and not max_objects_per_batch and _is_video_predictor(predictor):
+            predictor.reset_state(state)
+            for frame, objs in plan.items():
+                for obj in objs:
+                    mask = record.mask(obj, frame)
+                    predictor.add_new_mask(state, frame_idx=pos[frame], obj_id=obj, mask=mask)
+            for fi, obj_ids, masks in predictor.propagate_in_video(
+                state, start_frame_idx=pos[next(iter(plan))], from_first_prompt=True
+            ):
+                logits = masks[:, 0].float().cpu().numpy()
+                yield FrameOutput(record.frame_indices[fi], [int(o) for o in obj_ids], logits)
+            return
         for frame, objs in plan.items():
             for batch in _batches(objs, max_objects_per_batch):
                 predictor.reset_state(state)
@@ -233,6 +252,12 @@ def propagate_video(
                 ):
                     logits = masks[:, 0].float().cpu().numpy()
                     yield FrameOutput(record.frame_indices[fi], [int(o) for o in obj_ids], logits)
+
+
+def _is_video_predictor(predictor: Any) -> bool:
+    from sam2_core.model.predictor import VideoPredictor
+
+    return isinstance(predictor, VideoPredictor)
 
 
 class _VideoSink:
