@@ -19,7 +19,14 @@ import pytest
 import torch
 
 from sam2_core.data.demo import write_demo_dataset
-from sam2_core.eval.vos import auto_num_threads, evaluate_model, intra_op_threads
+from sam2_core.data.formats import iter_videos
+from sam2_core.eval.vos import (
+    auto_num_threads,
+    evaluate_model,
+    intra_op_threads,
+    prompt_plan,
+    propagate_video,
+)
 from sam2_core.model import SAM2Base, VideoPredictor, build_model
 
 H, W, T = 64, 96, 12
@@ -121,6 +128,41 @@ def test_batched_bounded_memory_and_clear_around_input(model: SAM2Base) -> None:
         assert a["non_cond_frame_outputs"].keys() == b["non_cond_frame_outputs"].keys()
 
 
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("demo")
+    write_demo_dataset(dst=str(d), num_videos=2, num_frames=24)
+    return d
+
+
+def test_one_pass_appear_equals_separate_runs(model: SAM2Base, demo: Path) -> None:
+    """prompt="appear": one batched pass with shared features == one per-object run per prompt
+    frame (the official protocol for objects appearing later); earlier frames are empty."""
+    records = list(iter_videos(str(demo)))
+    late = 0
+    for rec in records:
+        plan = prompt_plan(rec, "appear")
+        late += len(plan) > 1
+        one = {
+            (o.frame_index, obj): o.logits[i]
+            for o in propagate_video(VideoPredictor(model), rec, prompt="appear")
+            for i, obj in enumerate(o.obj_ids)
+        }
+        separate = {
+            (o.frame_index, obj): o.logits[i]
+            for o in propagate_video(
+                VideoPredictor(model, batch_objects=False), rec, prompt="appear", one_pass=False
+            )
+            for i, obj in enumerate(o.obj_ids)
+        }
+        assert separate.keys() <= one.keys()
+        for key, want in separate.items():
+            np.testing.assert_allclose(one[key], want, rtol=0, atol=1e-5, err_msg=str(key))
+        for key in one.keys() - separate.keys():  # before the object's prompt frame
+            assert (one[key] < 0).all(), key
+    assert late > 0, "the demo set should have objects that appear later"
+
+
 def test_auto_threads_rule(model: SAM2Base, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert auto_num_threads(model, torch.device("cpu")) == 1
@@ -129,10 +171,8 @@ def test_auto_threads_rule(model: SAM2Base, monkeypatch: pytest.MonkeyPatch) -> 
     assert auto_num_threads(model, torch.device("cpu")) is None
 
 
-def test_evaluate_demo_end_to_end_fast(tmp_path: Path) -> None:
+def test_evaluate_demo_end_to_end_fast(demo: Path, tmp_path: Path) -> None:
     """``evaluate_model`` with the tiny model on 2 demo videos: every output, quickly."""
-    demo = tmp_path / "demo"
-    write_demo_dataset(dst=str(demo), num_videos=2, num_frames=24)
     torch.manual_seed(0)
     saved = torch.get_num_threads()
     t0 = time.perf_counter()
