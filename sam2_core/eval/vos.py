@@ -148,6 +148,10 @@ def load_model(
         return model.to(device)
     spec = str(model)
     if spec in MODEL_NAMES or spec.endswith((".yaml", ".yml")):
+        if checkpoint is None:
+            # Random weights: seed them so repeated evaluations give the same numbers.
+            log.warning("model %s has no checkpoint: evaluating seeded random weights", spec)
+            return build_model(spec, device=str(device), init_seed=0)
         return build_model(spec, checkpoint=checkpoint, device=str(device))
     if checkpoint is not None:
         raise ValueError(f"model {spec!r} is not a model name, and a checkpoint is also given")

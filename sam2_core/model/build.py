@@ -151,6 +151,7 @@ def build_model(
     device: str | torch.device = "cpu",
     overrides: Sequence[str] | Mapping[str, Any] | None = None,
     mode: str = "eval",
+    init_seed: int | None = None,
 ) -> SAM2Base:
     """Build a SAM 2.1 model.
 
@@ -161,6 +162,9 @@ def build_model(
         overrides: config overrides, Hydra dotlist (``["image_encoder.trunk.drop_path_rate=0.1"]``)
             or a nested dict.
         mode: ``"eval"`` (default, like Meta's ``build_sam2``) or ``"train"``.
+        init_seed: seed for the random initialisation (taken from a private RNG stream, so the
+            global RNG is untouched); ``None`` draws from the global RNG. Makes a model built
+            without a checkpoint reproducible, e.g. ``sam2kf evaluate --model tiny``.
 
     Returns:
         the :class:`SAM2Base` on ``device``.
@@ -172,8 +176,12 @@ def build_model(
     if dev.type == "meta":
         with torch.device("meta"):
             model = instantiate(cfg, _convert_="partial")
-    else:
+    elif init_seed is None:
         model = instantiate(cfg, _convert_="partial")
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            model = instantiate(cfg, _convert_="partial")
     if not isinstance(model, SAM2Base):
         raise TypeError(f"config {name!r} built {type(model).__name__}, expected SAM2Base")
     if checkpoint is not None:

@@ -113,3 +113,16 @@ def test_sam2kf_export(
     assert rc == 1
     assert "does not match the model" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_init_seed_is_reproducible_and_leaves_global_rng() -> None:
+    import torch
+
+    from sam2_core.model.build import build_model
+
+    before = torch.random.get_rng_state()
+    a = build_model("tiny", init_seed=3)
+    b = build_model("tiny", init_seed=3)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), k
