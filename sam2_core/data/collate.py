@@ -100,7 +100,11 @@ class BatchedVideo:
 
 
 def collate_videos(
-    samples: list[VideoSample], *, dict_key: str = "all", img_batch: torch.Tensor | None = None
+    samples: list[VideoSample],
+    *,
+    dict_key: str = "all",
+    img_batch: torch.Tensor | None = None,
+    masks: torch.Tensor | None = None,
 ) -> BatchedVideo:
     """Stack clips into a :class:`BatchedVideo`.
 
@@ -109,6 +113,8 @@ def collate_videos(
         dict_key: dataset name stored on the batch.
         img_batch: optional ``[T, B, 3, H, W]`` that already holds ``samples[b].images`` at
             ``[:, b]`` (the loader writes clips there directly to avoid a copy).
+        masks: optional bool ``[T, O, H, W]`` buffer (``O`` objects of all clips) to
+            concatenate the masks into; a single clip's masks are used as they are.
     """
     if not samples:
         raise ValueError("collate_videos needs at least one sample")
@@ -124,7 +130,10 @@ def collate_videos(
             img_batch = samples[0].images.unsqueeze(1)  # a view, no copy
         else:
             img_batch = torch.stack([s.images for s in samples], dim=1)
-    masks = torch.cat([s.masks for s in samples], dim=1)
+    if len(samples) == 1:
+        masks = samples[0].masks  # no copy
+    else:
+        masks = torch.cat([s.masks for s in samples], dim=1, out=masks)
     num_o = masks.shape[1]
     obj_to_frame = torch.empty((num_t, num_o, 2), dtype=torch.int32)
     ident = torch.empty((num_t, num_o, 3), dtype=torch.int64)
