@@ -25,6 +25,7 @@ size and loader; the order in which batches are drawn from them is a shuffle see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -376,6 +377,71 @@ def worker_batches(
     return remaining[worker :: max(1, num_workers)]
 
 
+# ----------------------------------------------------------------------------- output buffers
+
+
+class BufferPool:
+    """Output tensors for batches, allocated where they cost least.
+
+    A 1024 px clip of 8 frames is 100 MB of float32: touching freshly mapped memory of that size
+    costs about as much as warping two frames. So:
+
+    * in the process that consumes the batches (``num_workers=0``), a buffer is reused once
+      nothing references its storage any more (the trainer dropped the batch and every view of
+      it); at most ``per_shape`` buffers per shape are kept, which covers ``for batch in
+      loader`` holding the previous batch while the next one is built.
+    * in a DataLoader worker, a buffer is allocated in shared memory, which is where the batch
+      has to go anyway: sending it to the trainer then costs no copy. Never reused there (the
+      trainer process may still read it).
+    """
+
+    def __init__(self, per_shape: int = 2, max_shapes: int = 8) -> None:
+        self.per_shape = per_shape
+        self.max_shapes = max_shapes
+        self._bufs: dict[tuple[tuple[int, ...], torch.dtype], list[torch.Tensor]] = {}
+        self.reused = 0
+        self.allocated = 0
+
+    def get(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised contiguous tensor of ``shape`` and ``dtype``."""
+        self.allocated += 1
+        if get_worker_info() is not None:
+            return _shared_empty(shape, dtype)
+        key = (tuple(shape), dtype)
+        pool = self._bufs.pop(key, [])
+        self._bufs[key] = pool  # most recently used last
+        for buf in pool:
+            if _unreferenced(buf):
+                self.reused += 1
+                self.allocated -= 1
+                return buf.view(shape)  # a new tensor object: its life marks the buffer busy
+        buf = torch.empty(shape, dtype=dtype)
+        if len(pool) < self.per_shape:
+            pool.append(buf)
+        while len(self._bufs) > self.max_shapes:
+            self._bufs.pop(next(iter(self._bufs)))
+        return buf.view(shape)
+
+
+def _unreferenced(buf: torch.Tensor) -> bool:
+    """Whether only the pool's own tensor (plus the temporary storage handle) holds ``buf``'s
+    storage. Without the private counter, buffers are simply never reused."""
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    if count is None:
+        return False
+    return int(count(buf.untyped_storage()._cdata)) <= 2
+
+
+def _shared_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor in shared memory (what ``default_collate`` does in workers)."""
+    numel = 1
+    for d in shape:
+        numel *= int(d)
+    storage = torch.UntypedStorage._new_shared(numel * dtype.itemsize)
+    out = torch.empty(0, dtype=dtype).set_(storage)
+    return out.view(-1)[:numel].view(shape)
+
+
 # ----------------------------------------------------------------------------- the stream
 
 
@@ -409,6 +475,7 @@ class ClipStream(IterableDataset):
         self.sampler = ClipSampler(cfg.num_frames, cfg.max_num_objects, cfg.reverse_time_prob)
         self.counters = {"substituted": 0}
         self.bytes_used = 0
+        self.buffers = BufferPool()
 
     def __len__(self) -> int:
         return max(0, len(self.batches) - self.start)
@@ -426,16 +493,21 @@ class ClipStream(IterableDataset):
     def make_batch(self, batch: list[tuple[int, int]]) -> BatchedVideo:
         res = self.transform.resolution
         t = self.cfg.num_frames
-        buf = torch.empty((t, len(batch), 3, res, res), dtype=torch.float32)
+        buf = self.buffers.get((t, len(batch), 3, res, res), torch.float32)
         samples = [
             self.make_sample(pos, item, out=buf[:, b]) for b, (pos, item) in enumerate(batch)
         ]
-        return collate_videos(samples, dict_key=self.cfg.name, img_batch=buf)
+        masks = None
+        if len(samples) > 1:
+            num_o = sum(s.masks.shape[1] for s in samples)
+            masks = self.buffers.get((t, num_o, res, res), torch.bool)
+        return collate_videos(samples, dict_key=self.cfg.name, img_batch=buf, masks=masks)
 
     def make_sample(self, pos: int, item: int, *, out: torch.Tensor | None = None) -> VideoSample:
         """The clip at epoch position ``pos`` (falls back to later items if it has none)."""
         rng = np.random.default_rng([self.seed, self.epoch, pos])
         n = len(self.items)
+        res = self.transform.resolution
         for attempt in range(min(n, MAX_SUBSTITUTIONS)):
             video = self.items[(item + attempt) % n] if attempt else self.items[item]
             meta = self.source.videos[video]
@@ -448,8 +520,17 @@ class ClipStream(IterableDataset):
                 continue
             try:
                 images, masks, frames = self.source.read(video, choice.positions, choice.obj_ids)
+                out_masks = self.buffers.get(
+                    (len(images), len(choice.obj_ids), res, res), torch.bool
+                )
                 clip = transform_clip(
-                    images, masks, cfg=self.transform, rng=rng, train=self.augment, out_images=out
+                    images,
+                    masks,
+                    cfg=self.transform,
+                    rng=rng,
+                    train=self.augment,
+                    out_images=out,
+                    out_masks=out_masks,
                 )
             except DataError as exc:
                 self.counters["substituted"] += 1
@@ -473,6 +554,24 @@ class ClipStream(IterableDataset):
             visible=lambda p: self.source.visible(video, p),
             rng=rng,
         )
+
+
+@contextlib.contextmanager
+def _cv2_pool_stopped() -> Iterator[None]:
+    """Fork DataLoader workers while OpenCV's thread pool is stopped.
+
+    A child forked while the parent's OpenCV pool threads exist inherits the pool's state but
+    not its threads, and ``cv2.setNumThreads`` then blocks forever in the child. Stopping the
+    pool in the parent for the moment of the fork (and restoring it after) avoids that.
+    """
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def _single_threaded() -> None:
@@ -558,7 +657,8 @@ class _SourceLoader:
             prefetch_factor=self.data.prefetch_factor,
             persistent_workers=False,
         )
-        return iter(loader)
+        with _cv2_pool_stopped():
+            return iter(loader)  # forks the workers
 
 
 def mix_order(counts: Sequence[int], *, seed: int, epoch: int) -> list[int]:
