@@ -17,7 +17,8 @@ frames (one ranged read per row group, only the columns it needs). They are clos
 boundary once they reach half of ``row_group_mb`` and inside a video when they reach it, so a
 clip of 8 frames touches one or two of them. A video never spans two shard files and a shard
 never mixes splits. Videos go to ``val`` when a hash of (seed, video id) falls below
-``val_fraction`` (a reader may also have set the split itself).
+``val_fraction`` (a reader may also have set the split itself); with ``val_fraction > 0`` and
+two or more videos, at least one video is in ``val``.
 
 Nothing partial is ever accepted: every file is written under a temporary name (local) or as
 one upload (object stores), ``manifest.json`` is removed first and written last, and
@@ -84,11 +85,40 @@ def shard_name(i: int) -> str:
     return f"shard-{i:05d}.parquet"
 
 
+def _split_hash(video_id: str, seed: int) -> float:
+    """A stable uniform number in ``[0, 1)`` for (seed, video id)."""
+    digest = hashlib.sha256(f"{seed}:{video_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
 def assign_split(video_id: str, *, val_fraction: float, seed: int = 0) -> str:
     """``"val"`` for a stable hashed ``val_fraction`` of video ids, else ``"train"``."""
-    digest = hashlib.sha256(f"{seed}:{video_id}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2.0**64
-    return "val" if u < val_fraction else "train"
+    return "val" if _split_hash(video_id, seed) < val_fraction else "train"
+
+
+def assign_splits(
+    records: Sequence[VideoRecord], *, val_fraction: float, seed: int = 0
+) -> dict[str, str]:
+    """Split of every video: the reader's split when it set one other than ``train``, else
+    :func:`assign_split`.
+
+    Small datasets could hash every video to ``train``; so when ``val_fraction > 0`` and no
+    video ends up in ``val``, the hashed video with the smallest hash (the one closest to the
+    threshold) goes to ``val``, provided at least one other video stays in ``train``. The result
+    depends only on the set of video ids and ``seed`` (deterministic, order independent).
+    """
+    splits: dict[str, str] = {}
+    hashed: list[str] = []
+    for r in records:
+        if r.split not in ("", "train"):
+            splits[r.video_id] = r.split
+        else:
+            splits[r.video_id] = assign_split(r.video_id, val_fraction=val_fraction, seed=seed)
+            hashed.append(r.video_id)
+    if val_fraction > 0 and "val" not in splits.values() and len(hashed) >= 2:
+        closest = min(hashed, key=lambda v: (_split_hash(v, seed), v))
+        splits[closest] = "val"
+    return splits
 
 
 # ----------------------------------------------------------------------------- manifest/index
@@ -616,7 +646,9 @@ def write_shards(
         shard_size_mb: a new shard file starts (at a video boundary) past this size.
         row_group_mb: target row-group size, the unit of random access.
         val_fraction: share of videos (hashed on id and ``seed``) assigned to ``val``; videos
-            whose reader already set a split other than ``train`` keep it.
+            whose reader already set a split other than ``train`` keep it. When it is > 0 and
+            the dataset has at least two such videos, at least one goes to ``val`` (see
+            :func:`assign_splits`).
         seed: salt of the split hash.
         fmt, annotations: passed to ``iter_videos``.
         progress: show a tqdm bar (frames, MB/s).
@@ -640,14 +672,7 @@ def write_shards(
         if r.video_id in seen:
             raise DataError(f"{src_name}: duplicate video id {r.video_id!r} ({seen[r.video_id]})")
         seen[r.video_id] = r.source
-    splits = {
-        r.video_id: (
-            r.split
-            if r.split not in ("", "train")
-            else assign_split(r.video_id, val_fraction=val_fraction, seed=seed)
-        )
-        for r in records
-    }
+    splits = assign_splits(records, val_fraction=val_fraction, seed=seed)
     split_order = {"train": 0, "val": 1}
     records.sort(
         key=lambda r: (split_order.get(splits[r.video_id], 2), splits[r.video_id], r.video_id)
