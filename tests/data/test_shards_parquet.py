@@ -17,6 +17,7 @@ from sam2_core.data.shards import (
     ShardIndex,
     ShardReader,
     assign_split,
+    assign_splits,
     iter_shard_videos,
     write_shards,
 )
@@ -43,9 +44,10 @@ def test_round_trip_and_layout(tmp_path: Path, records: list[VideoRecord]) -> No
     m = write_shards(src=records, dst=dst, row_group_mb=0.02, shard_size_mb=0.1, val_fraction=0.3)
     back = {r.video_id: r for r in iter_shard_videos(dst)}
     assert sorted(back) == sorted(r.video_id for r in records)
+    expected = assign_splits(records, val_fraction=0.3, seed=0)
     for r in records:
         _same(r, back[r.video_id])
-        assert back[r.video_id].split == assign_split(r.video_id, val_fraction=0.3, seed=0)
+        assert back[r.video_id].split == expected[r.video_id]
     assert m.num_frames == 60 and m.num_videos == 6
     assert sum(c["videos"] for c in m.splits.values()) == 6
     assert len(m.shards) > 1 and all(s.row_groups >= 1 for s in m.shards)
@@ -182,3 +184,21 @@ def test_cli_shards_a_frame_folder(tmp_path: Path, records: list[VideoRecord]) -
     assert (
         main(["shard", str(tmp_path / "nothing-here"), str(tmp_path / "o"), "--no-progress"]) != 0
     )
+
+
+def test_small_dataset_always_gets_a_validation_video(
+    tmp_path: Path, records: list[VideoRecord]
+) -> None:
+    """A tiny val_fraction on a few videos still yields one val video, deterministically."""
+    few = records[:3]
+    hashed = {r.video_id: assign_split(r.video_id, val_fraction=0.01, seed=0) for r in few}
+    assert set(hashed.values()) == {"train"}, "the case this rule exists for"
+    splits = assign_splits(few, val_fraction=0.01, seed=0)
+    assert sorted(splits.values()) == ["train", "train", "val"]
+    assert assign_splits(list(reversed(few)), val_fraction=0.01, seed=0) == splits
+    assert set(assign_splits(few, val_fraction=0.0).values()) == {"train"}
+    assert assign_splits(few[:1], val_fraction=0.5) == {few[0].video_id: "train"}
+    m = write_shards(src=few, dst=str(tmp_path / "s"), row_group_mb=0.02, val_fraction=0.01)
+    assert m.splits["val"]["videos"] == 1 and m.splits["train"]["videos"] == 2
+    back = {r.video_id: r.split for r in iter_shard_videos(str(tmp_path / "s"))}
+    assert back == splits
