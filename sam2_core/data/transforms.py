@@ -194,12 +194,15 @@ def _as_cv_matrix(a: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def _pack_masks(masks: Sequence[np.ndarray]) -> np.ndarray:
     """``O`` bool planes ``[h, w]`` -> uint8 ``[h, w, ceil(O/8)]``, object ``o`` in bit ``o % 8``."""
-    h, w = masks[0].shape
-    planes = np.zeros((h, w, max(1, (len(masks) + 7) // 8)), dtype=np.uint8)
-    for i, m in enumerate(masks):
-        plane = planes[:, :, i // 8]
-        plane |= m.view(np.uint8) << np.uint8(i % 8)
-    return planes
+    groups = [masks[i : i + 8] for i in range(0, len(masks), 8)]
+    planes = []
+    for group in groups:
+        plane = np.array(group[0].view(np.uint8))
+        for bit, m in enumerate(group[1:], start=1):
+            # plane + 2**bit * m in one saturating pass (exact: the bits never overlap).
+            plane = cv2.scaleAdd(m.view(np.uint8), float(1 << bit), plane)
+        planes.append(plane)
+    return np.stack(planes, axis=2) if len(planes) > 1 else planes[0][:, :, None]
 
 
 def _move_masks(
@@ -346,8 +349,8 @@ def transform_clip(
     first_masks = _frame_masks(masks, 0, h, w)
     _move_masks(first_masks, m_mask, res, out=mask_np[0])
     if use_affine:
-        had = first_masks.reshape(num_obj, -1).any(axis=1)
-        now = mask_np[0].reshape(num_obj, -1).any(axis=1)
+        had = first_masks.any(axis=(1, 2))  # no copy of column-major planes
+        now = mask_np[0].any(axis=(1, 2))
         if bool(np.any(had & ~now)):
             # Like the official RandomAffine: never let the affine erase a first-frame object.
             use_affine = False
