@@ -197,7 +197,7 @@ def _pack_masks(masks: Sequence[np.ndarray]) -> np.ndarray:
     groups = [masks[i : i + 8] for i in range(0, len(masks), 8)]
     planes = []
     for group in groups:
-        plane = np.array(group[0].view(np.uint8))
+        plane: np.ndarray = np.array(group[0].view(np.uint8))
         for bit, m in enumerate(group[1:], start=1):
             # plane + 2**bit * m in one saturating pass (exact: the bits never overlap).
             plane = cv2.scaleAdd(m.view(np.uint8), float(1 << bit), plane)
