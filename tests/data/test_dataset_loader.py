@@ -159,3 +159,21 @@ def test_raw_frame_folder_source(tmp_path: Path) -> None:
     )
     out = list(ld)
     assert len(out) == 2 and sorted(v for b in out for v in b.video_ids) == ["vid_0000", "vid_0001"]
+
+
+def test_buffer_pool_reuses_only_unreferenced_buffers() -> None:
+    from sam2_core.data.dataset import BufferPool
+
+    pool = BufferPool(per_shape=2)
+    a = pool.get((2, 3), torch.float32)
+    a.fill_(1.0)
+    view = a[0]
+    del a
+    b = pool.get((2, 3), torch.float32)  # `view` still holds the first buffer: a new one
+    assert b.data_ptr() != view.data_ptr()
+    ptr = view.data_ptr()
+    del view
+    c = pool.get((2, 3), torch.float32)  # nothing references the first buffer any more
+    assert c.data_ptr() == ptr and pool.reused == 1
+    assert c.data_ptr() != b.data_ptr()
+    assert pool.get((2, 4), torch.bool).shape == (2, 4)
