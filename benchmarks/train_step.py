@@ -1,15 +1,24 @@
 """Training-step throughput and peak memory (forward with prompt simulation, loss, backward,
 gradient clipping, AdamW step) for ``tiny`` and ``sam2.1_hiera_t``.
 
-Default (about a minute on 2 CPU cores): hiera_t at 256 px with 4 frames / 2 objects (the
-configuration of the reference number below) and tiny at 256 px with 8 frames / 3 objects.
-``--full``: the grid {tiny, sam2.1_hiera_t} x {256, 1024} px x 8 frames x 3 objects x
-{no act. ckpt, act. ckpt} x {eager, torch.compile}; on a GPU in bf16 autocast.
+Default (a few minutes on 2 loaded CPU cores): hiera_t at 256 px with 4 frames / 2 objects (the
+configuration of the reference number below), then tiny and hiera_t at 256 px with 8 frames /
+3 objects. ``--act-ckpt`` / ``--compile`` apply to these cases; ``--full``: the grid
+{tiny, sam2.1_hiera_t} x {256, 1024} px x 8 frames x 3 objects x {no act. ckpt, act. ckpt} x
+{eager, torch.compile}. On a GPU everything runs in bf16 autocast.
+
+Printed per case: wall s/step, frames/s, peak memory (CUDA max allocated, or the process peak
+RSS on CPU: each case runs in a fresh process), CPU-seconds per step summed over all threads
+(``time.process_time``; unlike wall time it hardly depends on what else runs on the machine)
+and the 1-minute load average before and after the case.
 
 Baseline: Meta's SAM2Train with the official loss and AdamW takes about 2.0 s per step on this
-machine's CPU for hiera_t at 256 px, 4 frames, 2 objects (printed as a ratio).
+machine's CPU (2 cores, so at most 4.0 CPU-s per step) for hiera_t at 256 px, 4 frames,
+2 objects; printed as a wall-time ratio (meaningful on an idle machine only) and a CPU-time
+ratio against that 4.0 CPU-s upper bound.
 
-    .venv/bin/python benchmarks/train_step.py [--full] [--steps N] [--device cpu|cuda]
+    .venv/bin/python benchmarks/train_step.py [--full] [--steps N] [--threads N]
+        [--act-ckpt] [--compile] [--device cpu|cuda] [--json out.json]
 """
 
 from __future__ import annotations
@@ -17,12 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
 import sys
 import time
 from dataclasses import asdict, dataclass
 
 META_S_PER_STEP = 2.0  # hiera_t, 256 px, 4 frames, 2 objects, CPU (reference venv, this machine)
+META_CORES = 2  # the machine the reference number was taken on
 
 
 @dataclass
@@ -35,8 +46,11 @@ class Case:
     compile: bool = False
 
 
-def _run_case(case: Case, device: str, steps: int, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+def _run_case(case: Case, device: str, steps: int, threads: int, queue: mp.Queue) -> None:  # type: ignore[type-arg]
     import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
 
     from sam2_core.model.build import build_model
     from sam2_core.train.losses import LossConfig, MultiStepMultiMasksAndIous
@@ -82,8 +96,11 @@ def _run_case(case: Case, device: str, steps: int, queue: mp.Queue) -> None:  # 
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     c0 = time.process_time()
+    per_step_cpu = []
     for b in batches[1:]:
+        c1 = time.process_time()
         step(b)
+        per_step_cpu.append(time.process_time() - c1)
     cpu_s = (time.process_time() - c0) / steps
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -98,6 +115,7 @@ def _run_case(case: Case, device: str, steps: int, queue: mp.Queue) -> None:  # 
             "s_per_step": s_per_step,
             # CPU seconds of all threads per step: comparable across machine load
             "cpu_s_per_step": cpu_s,
+            "cpu_s_each_step": per_step_cpu,
             "threads": torch.get_num_threads(),
             "frames_per_s": case.frames / s_per_step,
             "peak_mem_gb": peak_gb,
@@ -106,16 +124,21 @@ def _run_case(case: Case, device: str, steps: int, queue: mp.Queue) -> None:  # 
     )
 
 
-def run_case(case: Case, device: str, steps: int) -> dict[str, object]:
+def run_case(case: Case, device: str, steps: int, threads: int) -> dict[str, object]:
     """Each case in a fresh process, so the CPU peak RSS belongs to that case alone."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_run_case, args=(case, device, steps, q))
+    load0 = _load()
+    p = ctx.Process(target=_run_case, args=(case, device, steps, threads, q))
     p.start()
     p.join()
     if p.exitcode != 0:
         return {**asdict(case), "device": device, "error": f"exit code {p.exitcode}"}
-    return dict(q.get())
+    return {**q.get(), "load_before": load0, "load_after": _load()}
+
+
+def _load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 def main() -> int:
@@ -123,7 +146,16 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--full", action="store_true", help="the whole grid (slow on CPU)")
-    ap.add_argument("--steps", type=int, default=2, help="timed steps per case (after 1 warm-up)")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per case (after 1 warm-up)")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch.set_num_threads (default: torch's choice)"
+    )
+    ap.add_argument(
+        "--act-ckpt", action="store_true", help="activation checkpointing (default cases)"
+    )
+    ap.add_argument(
+        "--compile", action="store_true", help="torch.compile the trunk (default cases)"
+    )
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     ap.add_argument("--json", default=None, help="also write results to this JSON file")
     args = ap.parse_args()
@@ -139,19 +171,25 @@ def main() -> int:
             for comp in (False, True)
         ]
     else:
-        cases = [Case("sam2.1_hiera_t", 256, 4, 2), Case("tiny", 256, 8, 3)]
+        flags = (args.act_ckpt, args.compile)
+        cases = [
+            Case("sam2.1_hiera_t", 256, 4, 2, *flags),
+            Case("tiny", 256, 8, 3, *flags),
+            Case("sam2.1_hiera_t", 256, 8, 3, *flags),
+        ]
     results = []
-    import os
-
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    threads = args.threads or torch.get_num_threads()
     print(
         f"device={device} steps={args.steps} torch={torch.__version__} "
-        f"threads={torch.get_num_threads()} cores={os.cpu_count()} load(1min)={load:.1f}"
+        f"threads={threads} cores={os.cpu_count()} load(1min)={_load():.1f}"
     )
-    hdr = f"{'model':16s} {'px':>5s} {'T':>2s} {'O':>2s} {'ckpt':>5s} {'compile':>7s} {'s/step':>8s} {'frames/s':>9s} {'peak GB':>8s} {'cpu-s/step':>10s}"
+    hdr = (
+        f"{'model':16s} {'px':>5s} {'T':>2s} {'O':>2s} {'ckpt':>5s} {'compile':>7s} "
+        f"{'s/step':>8s} {'frames/s':>9s} {'peak GB':>8s} {'cpu-s/step':>10s} {'load':>9s}"
+    )
     print(hdr)
     for case in cases:
-        r = run_case(case, device, args.steps)
+        r = run_case(case, device, args.steps, args.threads)
         results.append(r)
         if "error" in r:
             print(
@@ -161,15 +199,19 @@ def main() -> int:
         print(
             f"{case.model:16s} {case.res:5d} {case.frames:2d} {case.objects:2d} "
             f"{case.act_ckpt!s:>5s} {case.compile!s:>7s} {r['s_per_step']:8.3f} "
-            f"{r['frames_per_s']:9.2f} {r['peak_mem_gb']:8.2f} {r['cpu_s_per_step']:10.2f}",
+            f"{r['frames_per_s']:9.2f} {r['peak_mem_gb']:8.2f} {r['cpu_s_per_step']:10.2f} "
+            f"{r['load_before']:4.1f}>{r['load_after']:4.1f}",
             flush=True,
         )
         if case.model == "sam2.1_hiera_t" and case.res == 256 and case.frames == 4:
-            ratio = META_S_PER_STEP / float(r["s_per_step"])  # type: ignore[arg-type]
+            wall_ratio = META_S_PER_STEP / float(r["s_per_step"])  # type: ignore[arg-type]
+            meta_cpu = META_S_PER_STEP * META_CORES
+            cpu_ratio = meta_cpu / float(r["cpu_s_per_step"])  # type: ignore[arg-type]
             print(
-                f"  vs Meta SAM2Train ~{META_S_PER_STEP:.1f} s/step (hiera_t, 256 px, 4 frames, "
-                f"2 objects, CPU): speed ratio {ratio:.2f}x (>1 = faster); "
-                "wall time is only comparable on an otherwise idle machine"
+                f"  vs Meta SAM2Train ~{META_S_PER_STEP:.1f} s/step on {META_CORES} cores "
+                f"(hiera_t, 256 px, 4 frames, 2 objects, CPU): wall ratio {wall_ratio:.2f}x "
+                f"(>1 = faster; only meaningful on an idle machine), CPU-time ratio "
+                f"{cpu_ratio:.2f}x against <= {meta_cpu:.1f} CPU-s/step"
             )
     if args.json:
         with open(args.json, "w") as f:
