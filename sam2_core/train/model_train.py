@@ -214,20 +214,16 @@ class SAM2Train(nn.Module):
         current_out["pred_masks_high_res"] = high_masks
         current_out["obj_ptr"] = obj_ptr
         current_out["object_score_logits"] = scores
-        if m.num_maskmem > 0:
-            # The memory is encoded from the *final* (corrected) mask of the frame.
-            feats, pos = m._encode_new_memory(
-                current_vision_feats=current_vision_feats,
-                feat_sizes=feat_sizes,
-                pred_masks_high_res=high_masks,
-                object_score_logits=scores,
-                is_mask_from_pts=point_inputs is not None,
-            )
-            current_out["maskmem_features"] = feats
-            current_out["maskmem_pos_enc"] = pos
-        else:
-            current_out["maskmem_features"] = None
-            current_out["maskmem_pos_enc"] = None
+        # The memory is encoded from the *final* (corrected) mask of the frame.
+        m._encode_memory_in_output(
+            current_vision_feats=current_vision_feats,
+            feat_sizes=feat_sizes,
+            point_inputs=point_inputs,
+            run_mem_encoder=True,
+            high_res_masks=high_masks,
+            object_score_logits=scores,
+            current_out=current_out,
+        )
         return current_out
 
     def _iter_correct_pt_sampling(
