@@ -96,7 +96,7 @@ def transform_batch(batch: Any, transform: GeoTransform) -> Any:
     """``g(batch)``: frames ``[T, B, 3, H, W]`` (bilinear) and masks ``[T, O, H, W]`` (nearest).
 
     Works for any dataclass batch with ``img_batch`` and ``masks`` (``BatchedVideo``,
-    ``SyntheticBatch``); the other fields are kept.
+    synthetic batches); the other fields are kept.
     """
     t, b, c, h, w = batch.img_batch.shape
     imgs = transform.apply(batch.img_batch.reshape(t * b, c, h, w)).reshape(t, b, c, h, w)

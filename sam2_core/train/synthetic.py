@@ -9,49 +9,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from sam2_core.data.collate import BatchedVideo
+
+#: synthetic video numbers start here (far above any dataset's) and interleave ranks
+SYNTHETIC_VIDEO_BASE = 1 << 40
+MAX_RANKS = 4096
+
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 _STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-
-
-@dataclass
-class SyntheticBatch:
-    """Same layout as ``BatchedVideo``: frames ``[T, B, 3, H, W]``, masks ``[T, O, H, W]``."""
-
-    img_batch: Tensor
-    masks: Tensor
-    obj_to_frame_idx: Tensor  # [T, O, 2] int32: (t, video index)
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.img_batch.shape[0])
-
-    @property
-    def num_videos(self) -> int:
-        return int(self.img_batch.shape[1])
-
-    @property
-    def flat_img_batch(self) -> Tensor:
-        """``[B*T, 3, H, W]``, video-major."""
-        return self.img_batch.transpose(0, 1).flatten(0, 1)
-
-    @property
-    def flat_obj_to_img_idx(self) -> Tensor:
-        """``[T, O]`` index into :attr:`flat_img_batch` (``video * T + t``)."""
-        t, vid = self.obj_to_frame_idx.unbind(-1)
-        return (vid * self.num_frames + t).to(torch.int32)
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> SyntheticBatch:
-        return SyntheticBatch(
-            self.img_batch.to(device, non_blocking=non_blocking),
-            self.masks.to(device, non_blocking=non_blocking),
-            self.obj_to_frame_idx.to(device, non_blocking=non_blocking),
-        )
 
 
 def make_clip(
@@ -90,7 +60,7 @@ def make_clip(
 
 
 class SyntheticLoader:
-    """Endless-per-epoch iterable of :class:`SyntheticBatch` with a resumable position.
+    """Endless-per-epoch iterable of :class:`BatchedVideo` with a resumable position.
 
     ``len(loader)`` batches per epoch; batch ``i`` of epoch ``e`` on ``rank`` is a pure function of
     ``(seed, rank, e, i)``.
@@ -122,7 +92,7 @@ class SyntheticLoader:
     def __len__(self) -> int:
         return self.batches_per_epoch
 
-    def _batch(self, index: int) -> SyntheticBatch:
+    def _batch(self, index: int) -> BatchedVideo:
         g = torch.Generator().manual_seed(
             hash((self.seed, self.rank, self.epoch, index)) & 0x7FFF_FFFF
         )
@@ -138,13 +108,24 @@ class SyntheticLoader:
             masks.append(m)
             t = torch.arange(self.num_frames).view(-1, 1).expand(-1, self.num_objects)
             idx.append(torch.stack([t, torch.full_like(t, v)], dim=-1))
-        return SyntheticBatch(
+        obj_to_frame_idx = torch.cat(idx, dim=1).to(torch.int32)
+        t_idx, vid = obj_to_frame_idx.long().unbind(-1)
+        # Every synthetic clip is a new video: a number unique per (epoch, batch, clip, rank).
+        clip = (self.epoch * self.batches_per_epoch + index) * self.batch_size + vid
+        video_number = SYNTHETIC_VIDEO_BASE + clip * MAX_RANKS + self.rank
+        obj_id = torch.arange(obj_to_frame_idx.shape[1]).expand_as(t_idx)
+        size = torch.full_like(t_idx, self.resolution)
+        return BatchedVideo(
             img_batch=torch.stack(frames, dim=1),
             masks=torch.cat(masks, dim=1),
-            obj_to_frame_idx=torch.cat(idx, dim=1).to(torch.int32),
+            obj_to_frame_idx=obj_to_frame_idx,
+            unique_objects_identifier=torch.stack([video_number, obj_id, t_idx], dim=-1),
+            frame_orig_size=torch.stack([size, size], dim=-1),
+            dict_key="synthetic",
+            video_ids=[f"synthetic-{index}-{v}" for v in range(self.batch_size)],
         )
 
-    def __iter__(self) -> Iterator[SyntheticBatch]:
+    def __iter__(self) -> Iterator[BatchedVideo]:
         """The rest of the current epoch; afterwards the loader moves on to the next epoch."""
         while self.position < self.batches_per_epoch:
             batch = self._batch(self.position)

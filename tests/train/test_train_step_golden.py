@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import torch
 
+from sam2_core.data.collate import BatchedVideo
 from sam2_core.train.losses import MultiStepMultiMasksAndIous
 from sam2_core.train.model_train import SAM2Train
 from sam2_core.train.prompts import PromptConfig, PromptSimulator
-from sam2_core.train.synthetic import SyntheticBatch
 
 LOSS_RTOL = 1e-5
 GRAD_RTOL = 1e-5
@@ -96,10 +96,12 @@ def test_train_step_matches_reference(ref, case: str) -> None:  # type: ignore[n
     model.load_state_dict(sd, strict=True)
     tm = SAM2Train(model, ReplayClicks(_prompt_cfg(case), g, case))
     tm.train()
-    batch = SyntheticBatch(
+    batch = BatchedVideo(
         img_batch=g[f"{case}/batch/img_batch"],
         masks=g[f"{case}/batch/masks"],
         obj_to_frame_idx=g[f"{case}/batch/obj_to_frame_idx"],
+        unique_objects_identifier=g[f"{case}/batch/unique_objects_identifier"],
+        frame_orig_size=torch.zeros(*g[f"{case}/batch/masks"].shape[:2], 2, dtype=torch.long),
     )
     assert torch.equal(batch.flat_obj_to_img_idx, g[f"{case}/batch/flat_obj_to_img_idx"])
 
