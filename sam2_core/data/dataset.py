@@ -461,6 +461,7 @@ class ClipStream(IterableDataset):
         seed: int,
         epoch: int,
         augment: bool = True,
+        buffers: BufferPool | None = None,
     ) -> None:
         super().__init__()
         self.source = source
@@ -475,7 +476,9 @@ class ClipStream(IterableDataset):
         self.sampler = ClipSampler(cfg.num_frames, cfg.max_num_objects, cfg.reverse_time_prob)
         self.counters = {"substituted": 0}
         self.bytes_used = 0
-        self.buffers = BufferPool()
+        # Shared across the epochs of one loader (when given): re-faulting 100 MB of fresh
+        # output memory at every epoch start would cost as much as transforming a clip.
+        self.buffers = buffers if buffers is not None else BufferPool()
 
     def __len__(self) -> int:
         return max(0, len(self.batches) - self.start)
@@ -620,6 +623,7 @@ class _SourceLoader:
             )
         self.items = [i for i in usable for _ in range(max(1, cfg.multiplier))]
         self.last_stream: ClipStream | None = None
+        self.buffers = BufferPool()  # used only with num_workers=0 (workers use shared memory)
 
     def batches(self, epoch: int, seed: int) -> list[list[tuple[int, int]]]:
         return rank_batches(
@@ -642,6 +646,7 @@ class _SourceLoader:
             seed=seed,
             epoch=epoch,
             augment=self.data.augment,
+            buffers=self.buffers,
         )
 
     def iterate(self, epoch: int, start: int, seed: int) -> Iterator[BatchedVideo]:
