@@ -28,7 +28,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +153,9 @@ class ClipSource:
 
     url: str
     videos: list[VideoMeta]
+    #: Whether :class:`ClipStream` may read the next clips on a background thread while the
+    #: current one is transformed (the source's reads must be pure and safe on a second thread).
+    prefetch: bool = False
 
     def visible(self, video: int, pos: int) -> Sequence[int]:
         """Object ids with a non-empty mask on annotated frame ``pos`` of video ``video``."""
@@ -168,7 +172,10 @@ class ClipSource:
 
 
 class ShardSource(ClipSource):
-    """Clips from a ``sam2kf shard`` directory."""
+    """Clips from a ``sam2kf shard`` directory (read ahead by :class:`ClipStream`: one ranged
+    read per clip, so hiding its latency behind the transform pays most on object stores)."""
+
+    prefetch = True
 
     def __init__(self, url: str, *, split: str | None = "train") -> None:
         from sam2_core.data.shards import ShardIndex
@@ -442,6 +449,45 @@ def _shared_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return out.view(-1)[:numel].view(shape)
 
 
+# ----------------------------------------------------------------------------- read-ahead
+
+_ReadKey = tuple[int, tuple[int, ...], tuple[int, ...]]
+_ReadResult = tuple[list[bytes], list[np.ndarray], list[int]]
+
+
+class _ReadAhead:
+    """Clip reads on ONE background thread of the process that iterates (made after a fork,
+    never shared across one), so an object store's latency overlaps the current clip's
+    transform. Every read goes through that thread, so the source's reader and filesystem are
+    only ever used by one thread. At most ``limit`` reads are pending; results are the same
+    bytes as a direct read, so the output does not depend on timing."""
+
+    def __init__(self, read: Callable[[int, Sequence[int], Sequence[int]], _ReadResult]) -> None:
+        self._read = read
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="clip-read-ahead")
+        self._pending: dict[_ReadKey, Future[_ReadResult]] = {}
+
+    def schedule(self, video: int, positions: Sequence[int], obj_ids: Sequence[int]) -> None:
+        key = (video, tuple(positions), tuple(obj_ids))
+        if key not in self._pending:
+            self._pending[key] = self._pool.submit(self._read, video, positions, obj_ids)
+
+    def read(self, video: int, positions: Sequence[int], obj_ids: Sequence[int]) -> _ReadResult:
+        key = (video, tuple(positions), tuple(obj_ids))
+        fut = self._pending.pop(key, None)
+        if fut is None:  # not predicted (a substitute video): read now, on the same thread
+            fut = self._pool.submit(self._read, video, positions, obj_ids)
+        return fut.result()  # re-raises the read's DataError here, where it is handled
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pending.clear()
+
+
 # ----------------------------------------------------------------------------- the stream
 
 
@@ -479,6 +525,7 @@ class ClipStream(IterableDataset):
         # Shared across the epochs of one loader (when given): re-faulting 100 MB of fresh
         # output memory at every epoch start would cost as much as transforming a clip.
         self.buffers = buffers if buffers is not None else BufferPool()
+        self._ahead: _ReadAhead | None = None  # set while iterating (in the iterating process)
 
     def __len__(self) -> int:
         return max(0, len(self.batches) - self.start)
@@ -488,10 +535,39 @@ class ClipStream(IterableDataset):
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
         if info is not None:
             _single_threaded()
-        for _, batch in worker_batches(
-            self.batches, start=self.start, worker=worker, num_workers=num_workers
-        ):
-            yield self.make_batch(batch)
+        mine = [
+            b
+            for _, b in worker_batches(
+                self.batches, start=self.start, worker=worker, num_workers=num_workers
+            )
+        ]
+        if not self.source.prefetch:
+            for batch in mine:
+                yield self.make_batch(batch)
+            return
+        self._ahead = _ReadAhead(self.source.read)
+        try:
+            for i, batch in enumerate(mine):
+                # Read this batch (if not yet asked) and the next one while this one is built:
+                # at most two batches of reads in flight per worker.
+                for upcoming in mine[i : i + 2]:
+                    self._predict_reads(upcoming)
+                yield self.make_batch(batch)
+        finally:
+            self._ahead.close()
+            self._ahead = None
+
+    def _predict_reads(self, batch: list[tuple[int, int]]) -> None:
+        """Schedule the first-choice read of each clip of ``batch``: the choice is a pure
+        function of ``(seed, epoch, position)``, drawn first from the clip's generator, so the
+        same draw here is exactly what :meth:`make_sample` will ask for."""
+        assert self._ahead is not None
+        for pos, item in batch:
+            rng = np.random.default_rng([self.seed, self.epoch, pos])
+            video = self.items[item]
+            choice = self._choose(video, rng)
+            if choice is not None:
+                self._ahead.schedule(video, choice.positions, choice.obj_ids)
 
     def make_batch(self, batch: list[tuple[int, int]]) -> BatchedVideo:
         res = self.transform.resolution
@@ -522,7 +598,8 @@ class ClipStream(IterableDataset):
                 )
                 continue
             try:
-                images, masks, frames = self.source.read(video, choice.positions, choice.obj_ids)
+                read = self._ahead.read if self._ahead is not None else self.source.read
+                images, masks, frames = read(video, choice.positions, choice.obj_ids)
                 out_masks = self.buffers.get(
                     (len(images), len(choice.obj_ids), res, res), torch.bool
                 )

@@ -177,3 +177,30 @@ def test_buffer_pool_reuses_only_unreferenced_buffers() -> None:
     assert c.data_ptr() == ptr and pool.reused == 1
     assert c.data_ptr() != b.data_ptr()
     assert pool.get((2, 4), torch.bool).shape == (2, 4)
+
+
+def test_read_ahead_predicts_every_read_and_changes_no_output(shards: str) -> None:
+    loader = build_train_loader(_cfg(shards), rank=0, world_size=1, seed=4)
+    src = loader.loaders[0]
+    stream = src.stream(0, 0, 4)
+    assert stream.source.prefetch
+    direct = [_sig(stream.make_batch(b)) for b in stream.batches]  # no read-ahead
+    reads: list[tuple] = []
+    real_read = stream.source.read
+
+    def counting_read(video, positions, obj_ids):  # type: ignore[no-untyped-def]
+        reads.append((video, tuple(positions), tuple(obj_ids)))
+        return real_read(video, positions, obj_ids)
+
+    stream.source.read = counting_read  # type: ignore[method-assign]
+    try:
+        it = iter(stream)
+        first = _sig(next(it))
+        ahead = stream._ahead
+        assert ahead is not None and ahead.pending >= 1, "the next batch is already being read"
+        got = [first] + [_sig(b) for b in it]
+    finally:
+        del stream.source.read
+    assert got == direct
+    assert len(reads) == len(set(reads)) == sum(len(b) for b in stream.batches)
+    assert stream._ahead is None  # the thread is shut down with the iterator
