@@ -18,6 +18,35 @@ from sam2_core.model.common import Attention, activation_module
 from sam2_core.model.position_encoding import apply_rotary_enc, compute_axial_cis
 
 
+def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout with keep probability ``1 - p``, same distribution as ``F.dropout``.
+
+    The keep mask comes from ``rand >= p`` (vectorised uniform draws), which on CPU is markedly
+    cheaper than ``bernoulli_``; the scale ``1 / (1 - p)`` is folded into the mask so the
+    autograd graph holds one saved tensor, as with the native op.
+    """
+    if not training or p <= 0.0:
+        return x
+    if p >= 1.0:
+        return x * 0.0
+    keep = (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * keep
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
+    """Scaled dot-product attention ``[B, h, Nq, d] x [B, h, Nk, d] -> [B, h, Nq, d]``.
+
+    Without dropout (or on CUDA) this is SDPA; with dropout on CPU SDPA falls back to the math
+    path with a ``bernoulli_`` mask anyway, so the same math is spelled out here with the cheaper
+    :func:`_dropout` mask.
+    """
+    if p <= 0.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    attn = torch.softmax(torch.matmul(q * scale, k.transpose(-2, -1)), dim=-1)
+    return torch.matmul(_dropout(attn, p, True), v)
+
+
 class RoPEAttention(Attention):
     """:class:`Attention` with 2-D axial rotary position encoding of queries and keys.
 
@@ -88,7 +117,7 @@ class RoPEAttention(Attention):
         else:
             qh, kh = apply_rotary_enc(qh, kh, freqs, repeat_freqs_k=self.rope_k_repeat)
         p = self.dropout_p if self.training else 0.0
-        out = F.scaled_dot_product_attention(qh, kh, vh, dropout_p=p)
+        out = _attention(qh, kh, vh, p)
         return self.out_proj(self._merge_heads(out))
 
 
@@ -132,10 +161,14 @@ class MemoryAttentionLayer(nn.Module):
         self.pos_enc_at_cross_attn_queries = pos_enc_at_cross_attn_queries
         self.pos_enc_at_cross_attn_keys = pos_enc_at_cross_attn_keys
 
+    def _drop(self, module: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
+        """``module``'s dropout with the cheaper mask of :func:`_dropout`."""
+        return _dropout(x, module.p, self.training and module.training)
+
     def _forward_sa(self, tgt: torch.Tensor, query_pos: torch.Tensor | None) -> torch.Tensor:
         tgt2 = self.norm1(tgt)
         qk = tgt2 + query_pos if self.pos_enc_at_attn and query_pos is not None else tgt2
-        return tgt + self.dropout1(self.self_attn(qk, qk, tgt2))
+        return tgt + self._drop(self.dropout1, self.self_attn(qk, qk, tgt2))
 
     def _forward_ca(
         self,
@@ -157,7 +190,7 @@ class MemoryAttentionLayer(nn.Module):
             else tgt2
         )
         k = memory + pos if self.pos_enc_at_cross_attn_keys and pos is not None else memory
-        return tgt + self.dropout2(self.cross_attn_image(q, k, memory, **kwds))
+        return tgt + self._drop(self.dropout2, self.cross_attn_image(q, k, memory, **kwds))
 
     def forward(
         self,
@@ -170,8 +203,8 @@ class MemoryAttentionLayer(nn.Module):
         """``tgt [B, N, d_model]``, ``memory/pos [B, M, kv_dim]`` -> ``[B, N, d_model]``."""
         tgt = self._forward_sa(tgt, query_pos)
         tgt = self._forward_ca(tgt, memory, query_pos, pos, num_k_exclude_rope)
-        tgt2 = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(tgt)))))
-        return tgt + self.dropout3(tgt2)
+        hidden = self._drop(self.dropout, self.activation(self.linear1(self.norm3(tgt))))
+        return tgt + self._drop(self.dropout3, self.linear2(hidden))
 
 
 class MemoryAttention(nn.Module):
