@@ -123,6 +123,42 @@ class MultiScaleAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)
         return out.transpose(1, 2).reshape(b, h, w, -1)
 
+    def _attend_real_queries(
+        self, qkv: torch.Tensor, window_size: int, hw: tuple[int, int]
+    ) -> torch.Tensor:
+        """Windowed attention of a padded projection map ``[B, Hp, Wp, 3 * dim_out]`` whose
+        real tokens are the top-left ``hw``, queries from real tokens only -> ``[B, H, W,
+        dim_out]`` (before the output projection).
+
+        Windows fall in at most four groups by how many real rows/columns they hold (whole
+        windows, the last window row, the last window column, the corner); each group is one
+        batched attention call, and the groups are stitched back in map order.
+        """
+        b, hp, wp, c3 = qkv.shape
+        ws, heads = window_size, self.num_heads
+        nh, nw = hp // ws, wp // ws
+        win = qkv.view(b, nh, ws, nw, ws, c3).permute(0, 1, 3, 2, 4, 5)
+
+        def parts(n: int) -> list[tuple[slice, int]]:
+            out = [(slice(0, n // ws), ws)] if n // ws else []
+            return out + ([(slice(n // ws, n // ws + 1), n % ws)] if n % ws else [])
+
+        rows = []
+        for rs, r in parts(hw[0]):
+            cols = []
+            for cs, c in parts(hw[1]):
+                g = win[:, rs, cs]
+                nr, nc = g.shape[1], g.shape[2]
+                kv = g.reshape(b * nr * nc, ws * ws, 3, heads, -1)
+                q = g[:, :, :, :r, :c].reshape(b * nr * nc, r * c, 3, heads, -1)[:, :, 0]
+                out = F.scaled_dot_product_attention(
+                    q.transpose(1, 2), kv[:, :, 1].transpose(1, 2), kv[:, :, 2].transpose(1, 2)
+                )
+                out = out.transpose(1, 2).reshape(b, nr, nc, r, c, -1)
+                cols.append(out.permute(0, 1, 3, 2, 4, 5).reshape(b, nr * r, nc * c, -1))
+            rows.append(torch.cat(cols, dim=2) if len(cols) > 1 else cols[0])
+        return torch.cat(rows, dim=1) if len(rows) > 1 else rows[0]
+
     def forward_windowed(
         self, x: torch.Tensor, window_size: int, out_window_size: int, out_hw: tuple[int, int]
     ) -> torch.Tensor:
@@ -146,6 +182,10 @@ class MultiScaleAttention(nn.Module):
                 qkv = torch.cat((qkv, fill.expand(b, h, pad_w, c)), dim=2)
             if pad_h:
                 qkv = torch.cat((qkv, fill.expand(b, pad_h, w + pad_w, c)), dim=1)
+            if self.q_pool is None:
+                # Queries of padded tokens are cropped away afterwards: attend with the real
+                # queries only (keys/values still cover the whole padded window).
+                return self.proj(self._attend_real_queries(qkv, window_size, (h, w)))
             out = self._attend(window_partition(qkv, window_size)[0])
         else:
             # No padding: partition the (3x narrower) input rather than the projections.
