@@ -164,8 +164,7 @@ class ClipSource:
     def read(
         self, video: int, positions: Sequence[int], obj_ids: Sequence[int]
     ) -> tuple[list[bytes], list[np.ndarray], list[int]]:
-        """JPEG bytes, bool ``[O, H, W]`` masks (or the same as ``PackedMasks``, which
-        :func:`transform_clip` also takes) and original frame indices of ``positions``."""
+        """JPEG bytes, bool ``[O, H, W]`` masks and original frame indices of ``positions``."""
         raise NotImplementedError
 
     def stats(self) -> dict[str, int]:
@@ -206,27 +205,40 @@ class ShardSource(ClipSource):
     def read(
         self, video: int, positions: Sequence[int], obj_ids: Sequence[int]
     ) -> tuple[list[bytes], list[np.ndarray], list[int]]:
-        from sam2_core.data.packed_masks import decode_packed
+        from pycocotools import mask as mask_utils
 
         e = self.entries[video]
         rows = [e.first_row + p for p in positions]
         table = self._get_reader().read_rows(e.shard, rows, ["frame_index", "image", "objects"])
         images = [bytes(b) for b in table.column("image").to_pylist()]
         frames = [int(f) for f in table.column("frame_index").to_pylist()]
-        masks: list[np.ndarray] = []
-        for pos, objs in zip(positions, table.column("objects").to_pylist(), strict=True):
+        masks = []
+        for objs in table.column("objects").to_pylist():
             by_id = {int(o["obj_id"]): o["counts"] for o in objs or []}
-            counts = [by_id[oid].encode() if oid in by_id else None for oid in obj_ids]
-            # Straight to the bit-packed planes the transforms warp (no per-object byte masks).
-            packed = decode_packed(
-                counts, height=e.height, width=e.width, source=f"{e.video_id} frame {pos}"
-            )
-            masks.append(packed)  # type: ignore[arg-type]  # transform_clip takes either
+            rles = [
+                {"size": [e.height, e.width], "counts": by_id[oid].encode()}
+                if oid in by_id
+                else _empty_rle(e.height, e.width)
+                for oid in obj_ids
+            ]
+            if rles:
+                # One call for all objects: [H, W, O] column-major, viewed as [O, H, W] without
+                # a copy (the transforms warp column-major planes directly).
+                m = mask_utils.decode(rles).transpose(2, 0, 1).view(bool)
+            else:
+                m = np.zeros((0, e.height, e.width), dtype=bool)
+            masks.append(m)
         return images, masks, frames
 
     def stats(self) -> dict[str, int]:
         r = self._reader
         return {"bytes_read": r.bytes_read, "row_groups_read": r.row_groups_read} if r else {}
+
+
+def _empty_rle(h: int, w: int) -> dict[str, Any]:
+    from pycocotools import mask as mask_utils
+
+    return dict(mask_utils.encode(np.zeros((h, w, 1), dtype=np.uint8, order="F"))[0])
 
 
 class RecordSource(ClipSource):

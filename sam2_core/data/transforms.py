@@ -33,7 +33,6 @@ import cv2
 import numpy as np
 import torch
 
-from sam2_core.data.packed_masks import PackedMasks
 from sam2_core.data.records import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -207,22 +206,18 @@ def _pack_masks(masks: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _move_masks(
-    masks: np.ndarray | PackedMasks, m: np.ndarray, size: int, *, out: np.ndarray | None = None
+    masks: np.ndarray, m: np.ndarray, size: int, *, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Warp bool ``[O, H, W]`` masks with the 2x3 matrix ``m`` into bool ``[O, size, size]``.
 
     pycocotools decodes masks column-major; those are packed as they lie in memory (transposed
     planes) and warped with the source axes swapped in the matrix, which avoids a transpose.
     ``out`` (bool ``[O, size, size]``, C-contiguous) receives the result when given.
-    :class:`PackedMasks` are already packed (and transposed): they are warped as they are.
     """
     num = masks.shape[0]
     if out is None:
         out = np.empty((num, size, size), dtype=bool)
     if num == 0:
-        return out
-    if isinstance(masks, PackedMasks):
-        _warp_masks(masks.planes, m[:, [1, 0, 2]], size, out)
         return out
     planes = [np.asarray(masks[i], dtype=bool) for i in range(num)]
     if all(p.flags.f_contiguous and not p.flags.c_contiguous for p in planes):
@@ -285,18 +280,16 @@ def decode_jpeg(data: bytes, *, flag: int = cv2.IMREAD_COLOR, source: str = "") 
 # ----------------------------------------------------------------------------- clip
 
 
-def _frame_masks(
-    masks: Sequence[np.ndarray | PackedMasks], t: int, h: int, w: int
-) -> np.ndarray | PackedMasks:
-    m = masks[t] if isinstance(masks[t], PackedMasks) else np.asarray(masks[t])
-    if len(m.shape) != 3 or m.shape[1:] != (h, w):
+def _frame_masks(masks: Sequence[np.ndarray], t: int, h: int, w: int) -> np.ndarray:
+    m = np.asarray(masks[t])
+    if m.ndim != 3 or m.shape[1:] != (h, w):
         raise DataError(f"mask stack of frame {t} has shape {m.shape}, expected [O, {h}, {w}]")
     return m
 
 
 def transform_clip(
     images: Sequence[bytes | np.ndarray],
-    masks: Sequence[np.ndarray | PackedMasks],
+    masks: Sequence[np.ndarray],
     *,
     cfg: TransformConfig,
     rng: np.random.Generator | None = None,
@@ -309,8 +302,7 @@ def transform_clip(
 
     Args:
         images: ``T`` encoded JPEGs (bytes, decoded here) or RGB ``uint8 [H, W, 3]`` arrays.
-        masks: ``T`` bool arrays ``[O, H, W]`` at the original frame size (same O every frame),
-            or the same as :class:`PackedMasks` (decoded straight from RLE, cheaper).
+        masks: ``T`` bool arrays ``[O, H, W]`` at the original frame size (same O every frame).
         cfg: the augmentation knobs.
         rng: random generator (required when ``train`` and ``params`` is None).
         train: False applies only the square resize and normalisation (evaluation).
@@ -333,10 +325,9 @@ def transform_clip(
             params = sample_params(cfg, num_t, rng)
         else:
             params = ClipParams(frame_jitter=[((1.0, 1.0, 1.0), (0, 1, 2))] * num_t)
-    m0 = masks[0] if isinstance(masks[0], PackedMasks) else np.asarray(masks[0])
-    if len(m0.shape) != 3:
-        raise DataError(f"mask stack of frame 0 has shape {m0.shape}, expected [O, H, W]")
-    num_obj, h, w = (int(x) for x in m0.shape)
+    num_obj = int(np.asarray(masks[0]).shape[0])
+
+    h, w = (int(x) for x in np.asarray(masks[0]).shape[1:3])
     flag = reduced_decode_flag((h, w), (res, res))
     if out_images is None:
         out_images = torch.empty((num_t, 3, res, res), dtype=torch.float32)
@@ -358,10 +349,7 @@ def transform_clip(
     first_masks = _frame_masks(masks, 0, h, w)
     _move_masks(first_masks, m_mask, res, out=mask_np[0])
     if use_affine:
-        if isinstance(first_masks, PackedMasks):
-            had = first_masks.nonempty
-        else:
-            had = np.asarray(first_masks.any(axis=(1, 2)))  # no copy of column-major planes
+        had = first_masks.any(axis=(1, 2))  # no copy of column-major planes
         now = mask_np[0].any(axis=(1, 2))
         if bool(np.any(had & ~now)):
             # Like the official RandomAffine: never let the affine erase a first-frame object.
