@@ -264,10 +264,13 @@ class MemoryAttention(nn.Module):
         if self.pos_enc_at_input and curr_pos is not None:
             output = output + 0.1 * curr_pos
         if self.batch_first:
-            output = output.transpose(0, 1)
-            memory = memory.transpose(0, 1)
-            curr_pos = curr_pos.transpose(0, 1) if curr_pos is not None else None
-            memory_pos = memory_pos.transpose(0, 1) if memory_pos is not None else None
+            # One contiguous copy each here: transposed views would propagate their strides
+            # through every elementwise op and make each LayerNorm / projection copy again.
+            output = output.transpose(0, 1).contiguous()
+            memory = memory.transpose(0, 1).contiguous()
+            curr_pos = curr_pos.transpose(0, 1).contiguous() if curr_pos is not None else None
+            if memory_pos is not None:
+                memory_pos = memory_pos.transpose(0, 1).contiguous()
         for layer in self.layers:
             kwds = {}
             if isinstance(getattr(layer, "cross_attn_image", None), RoPEAttention):
