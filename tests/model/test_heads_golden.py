@@ -8,7 +8,6 @@ single mask with dynamic fallback), plus the prompt-encoder and decoder intermed
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sam2_core.model import SAM2Base, build_model
+from sam2_core.model import SAM2Base
 
 MAX_ABS = 1e-4  # logits, IoUs, pointers, embeddings
 SCORE_ATOL = 1e-3  # object-score readout is scaled by 400 in the golden weights
@@ -34,18 +33,8 @@ OUTPUT_NAMES = (
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: tiny tensors, and the test machine's cores are shared (2 threads
-    under load are ~10x slower); float32 results stay well within the tolerances."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-@pytest.fixture(scope="module")
-def tiny(golden: Path) -> SAM2Base:
-    return build_model("tiny", checkpoint=str(golden / "tiny" / "state_dict.safetensors"))
+def _one_thread(one_thread: None) -> None:
+    """Every test of this module runs with one intra-op thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ bounded memory, error messages, and that the model's mode and flags are restored
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +38,8 @@ def _clip() -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: tiny tensors, and the test machine's cores are shared (2 threads
-    under load are ~10x slower); float32 results stay well within the tolerances."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _one_thread(one_thread: None) -> None:
+    """Every test of this module runs with one intra-op thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")

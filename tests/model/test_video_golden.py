@@ -10,7 +10,6 @@ References: ``../shared/golden/tiny/video_track.safetensors`` (README section 5)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sam2_core.model import SAM2Base, VideoPredictor, build_model
+from sam2_core.model import SAM2Base, VideoPredictor
 from sam2_core.model.predictor import InferenceState, make_frame_source
 
 MAX_ABS = 1e-4
@@ -27,18 +26,8 @@ BF16_RTOL = 2.0**-7  # one bf16 ulp relative to the value
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: tiny tensors, and the test machine's cores are shared (2 threads
-    under load are ~10x slower); float32 results stay well within the tolerances."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-@pytest.fixture(scope="module")
-def tiny(golden: Path) -> SAM2Base:
-    return build_model("tiny", checkpoint=str(golden / "tiny" / "state_dict.safetensors"))
+def _one_thread(one_thread: None) -> None:
+    """Every test of this module runs with one intra-op thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")
