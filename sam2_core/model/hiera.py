@@ -6,6 +6,8 @@ channels-first. Parameter names equal the official ``image_encoder.trunk.*`` key
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,6 +63,14 @@ def window_unpartition(
     if hp > h or wp > w:
         x = x[:, :h, :w, :]
     return x
+
+
+def _pool_stride(pool: nn.Module | None) -> int:
+    """Stride of a square query-pooling module (1 without pooling)."""
+    if pool is None:
+        return 1
+    stride = getattr(pool, "stride", 1)
+    return int(stride[0] if isinstance(stride, tuple) else stride)
 
 
 def _pool_bhwc(x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
@@ -123,40 +133,68 @@ class MultiScaleAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)
         return out.transpose(1, 2).reshape(b, h, w, -1)
 
-    def _attend_real_queries(
-        self, qkv: torch.Tensor, window_size: int, hw: tuple[int, int]
-    ) -> torch.Tensor:
-        """Windowed attention of a padded projection map ``[B, Hp, Wp, 3 * dim_out]`` whose
-        real tokens are the top-left ``hw``, queries from real tokens only -> ``[B, H, W,
-        dim_out]`` (before the output projection).
+    def _attend_padded_windows(self, qkv: torch.Tensor, window_size: int) -> torch.Tensor:
+        """Windowed attention over the real tokens ``[B, H, W, 3 * dim_out]`` of a map that the
+        reference zero-pads to whole windows -> ``[B, H', W', dim_out]`` (before the output
+        projection; ``H' = H // q_stride`` with query pooling, else ``H``).
 
-        Windows fall in at most four groups by how many real rows/columns they hold (whole
-        windows, the last window row, the last window column, the corner); each group is one
-        batched attention call, and the groups are stitched back in map order.
+        A zero-padded token projects to exactly the ``qkv`` bias, so all ``P`` padded tokens of
+        a window share one key and one value. Attending to them equals attending to a single
+        "bias token" whose score is raised by ``log(P)`` (``P`` equal terms in the softmax
+        sum), so nothing padded is ever materialised: the keys are the window's real tokens
+        plus that one token with an additive mask. Windows fall in at most four groups by how
+        many real rows/columns they hold (whole windows, the last window row, the last window
+        column, the corner); each group is one batched attention call, and the groups are
+        stitched back in map order. Padded queries are never computed: their outputs are
+        cropped by the reference. With query pooling, windows start on multiples of the
+        stride, so pooling a window's real rows/columns gives exactly its uncropped outputs.
         """
-        b, hp, wp, c3 = qkv.shape
+        b, h, w, c3 = qkv.shape
         ws, heads = window_size, self.num_heads
-        nh, nw = hp // ws, wp // ws
-        win = qkv.view(b, nh, ws, nw, ws, c3).permute(0, 1, 3, 2, 4, 5)
+        c = c3 // 3
+        stride = _pool_stride(self.q_pool)
+        bias = self.qkv.bias
+        pad_kv = bias[c:] if bias is not None else qkv.new_zeros(2 * c)
+        k_pad, v_pad = pad_kv.view(2, heads, 1, -1).unbind(0)  # [heads, 1, d] each
 
-        def parts(n: int) -> list[tuple[slice, int]]:
-            out = [(slice(0, n // ws), ws)] if n // ws else []
-            return out + ([(slice(n // ws, n // ws + 1), n % ws)] if n % ws else [])
+        def parts(n: int) -> list[tuple[int, int]]:
+            """(window count, real rows per window) of the whole and the partial windows."""
+            out = [(n // ws, ws)] if n // ws else []
+            return out + ([(1, n % ws)] if n % ws else [])
 
+        def sizes(ps: list[tuple[int, int]]) -> list[int]:
+            return [n * r for n, r in ps]
+
+        # split (not slicing): its backward concatenates the groups' gradients instead of
+        # zero-filling a full-size gradient per group.
+        row_parts, col_parts = parts(h), parts(w)
         rows = []
-        for rs, r in parts(hw[0]):
+        for (nr, r), row_block in zip(row_parts, qkv.split(sizes(row_parts), dim=1)):
             cols = []
-            for cs, c in parts(hw[1]):
-                g = win[:, rs, cs]
-                nr, nc = g.shape[1], g.shape[2]
-                kv = g.reshape(b * nr * nc, ws * ws, 3, heads, -1)
-                q = g[:, :, :, :r, :c].reshape(b * nr * nc, r * c, 3, heads, -1)[:, :, 0]
-                out = F.scaled_dot_product_attention(
-                    q.transpose(1, 2), kv[:, :, 1].transpose(1, 2), kv[:, :, 2].transpose(1, 2)
-                )
-                out = out.transpose(1, 2).reshape(b, nr, nc, r, c, -1)
-                cols.append(out.permute(0, 1, 3, 2, 4, 5).reshape(b, nr * r, nc * c, -1))
-            rows.append(torch.cat(cols, dim=2) if len(cols) > 1 else cols[0])
+            for (nc, cw), g in zip(col_parts, row_block.split(sizes(col_parts), dim=2)):
+                ro, co = r // stride, cw // stride
+                if ro == 0 or co == 0:
+                    continue  # every query of these windows is cropped away
+                g = g.reshape(b, nr, r, nc, cw, c3).permute(0, 1, 3, 2, 4, 5)
+                g = g.reshape(b * nr * nc, r * cw, 3, heads, -1)
+                q, k, v = g.permute(2, 0, 3, 1, 4).unbind(0)  # [Bw, heads, r*cw, d]
+                if self.q_pool is not None:
+                    q_map = q.transpose(1, 2).reshape(b * nr * nc, r, cw, -1)
+                    q = _pool_bhwc(q_map, self.q_pool)
+                    q = q.reshape(b * nr * nc, ro * co, heads, -1).transpose(1, 2)
+                num_pad = ws * ws - r * cw
+                mask = None
+                if num_pad:
+                    bw = k.shape[0]
+                    k = torch.cat((k, k_pad.to(k.dtype).expand(bw, -1, -1, -1)), dim=2)
+                    v = torch.cat((v, v_pad.to(v.dtype).expand(bw, -1, -1, -1)), dim=2)
+                    mask = k.new_zeros(1, 1, 1, r * cw + 1)
+                    mask[..., -1] = math.log(num_pad)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                out = out.transpose(1, 2).reshape(b, nr, nc, ro, co, c)
+                cols.append(out.permute(0, 1, 3, 2, 4, 5).reshape(b, nr * ro, nc * co, c))
+            if cols:
+                rows.append(torch.cat(cols, dim=2) if len(cols) > 1 else cols[0])
         return torch.cat(rows, dim=1) if len(rows) > 1 else rows[0]
 
     def forward_windowed(
@@ -166,30 +204,16 @@ class MultiScaleAttention(nn.Module):
         (``out_hw`` = (H', W'); ``out_window_size`` = window after query pooling).
 
         Equal to zero-padding ``x`` to whole windows, :func:`window_partition`, :meth:`forward`
-        and :func:`window_unpartition`, but cheaper: a zero token projects to exactly the
-        ``qkv`` bias, so the projection runs on the real tokens only and the padding is filled
-        with the bias; the output projection runs after cropping (padded outputs are dropped).
-        At 256 px this skips about two thirds of the stage-3/4 projections.
+        and :func:`window_unpartition`, but cheaper: the projections run on the real tokens
+        only, padded tokens are never materialised (:meth:`_attend_padded_windows`) and the
+        output projection runs after cropping. At 256 px this skips about two thirds of the
+        stage-3/4 projections and the padded attention inputs (three times the real tokens).
         """
-        b, h, w, _ = x.shape
-        pad_h = (window_size - h % window_size) % window_size
-        pad_w = (window_size - w % window_size) % window_size
-        if pad_h or pad_w:
-            qkv = self.qkv(x)
-            c = qkv.shape[-1]
-            fill = self.qkv.bias if self.qkv.bias is not None else qkv.new_zeros(c)
-            if pad_w:
-                qkv = torch.cat((qkv, fill.expand(b, h, pad_w, c)), dim=2)
-            if pad_h:
-                qkv = torch.cat((qkv, fill.expand(b, pad_h, w + pad_w, c)), dim=1)
-            if self.q_pool is None:
-                # Queries of padded tokens are cropped away afterwards: attend with the real
-                # queries only (keys/values still cover the whole padded window).
-                return self.proj(self._attend_real_queries(qkv, window_size, (h, w)))
-            out = self._attend(window_partition(qkv, window_size)[0])
-        else:
-            # No padding: partition the (3x narrower) input rather than the projections.
-            out = self._attend(self.qkv(window_partition(x, window_size)[0]))
+        h, w = x.shape[1:3]
+        if h % window_size or w % window_size:
+            return self.proj(self._attend_padded_windows(self.qkv(x), window_size))
+        # No padding: partition the (3x narrower) input rather than the projections.
+        out = self._attend(self.qkv(window_partition(x, window_size)[0]))
         oh, ow = out_hw
         pad_hw = (
             oh + (out_window_size - oh % out_window_size) % out_window_size,

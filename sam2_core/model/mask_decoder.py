@@ -206,7 +206,7 @@ class MaskDecoder(nn.Module):
         iou_token_out = hs[:, s, :]
         mask_tokens_out = hs[:, s + 1 : s + 1 + self.num_mask_tokens, :]
 
-        src = src.transpose(1, 2).reshape(b, c, h, w)
+        src = src.transpose(1, 2).reshape(b, c, h, w).contiguous()
         upscaled = self._upscale(src, high_res_features)
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],

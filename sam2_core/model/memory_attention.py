@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -17,19 +18,41 @@ from torch import nn
 from sam2_core.model.common import Attention, activation_module
 from sam2_core.model.position_encoding import apply_rotary_enc, compute_axial_cis
 
+_MASK_LEVELS = 1 << 16  # drop decisions are made on 16-bit random integers
+
+
+def _keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """Boolean keep mask of ``shape`` with keep probability ``1 - p`` (to 1 / 65536).
+
+    CPU ``rand``/``bernoulli_`` draw one 32-bit Mersenne-Twister number per element, which
+    costs more than the attention maths around it. ``random_()`` on int64 fills 63 random
+    bits per draw pair, so three independent uniform 16-bit lanes (bits 0..47) are cut from
+    each word: a third of the generator work for the same mask.
+    """
+    n = math.prod(shape)
+    words = torch.empty((n + 2) // 3, dtype=torch.int64, device=device).random_()
+    lanes = words.view(torch.int16).view(-1, 4)
+    # The three low lanes hold bits 0..47 (the top lane carries the always-zero bit 63).
+    lanes = lanes[:, :3] if sys.byteorder == "little" else lanes[:, 1:]
+    # int16 lanes are uniform on [-32768, 32767]: P(lane < t) = (t + 32768) / 65536 = p.
+    threshold = round(p * _MASK_LEVELS) - _MASK_LEVELS // 2
+    return (lanes >= threshold).reshape(-1)[:n].view(shape)
+
 
 def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout with keep probability ``1 - p``, same distribution as ``F.dropout``.
+    """Inverted dropout with keep probability ``1 - p``: ``F.dropout`` on accelerators, the
+    cheaper :func:`_keep_mask` on CPU.
 
-    The keep mask comes from ``rand >= p`` (vectorised uniform draws), which on CPU is markedly
-    cheaper than ``bernoulli_``; the scale ``1 / (1 - p)`` is folded into the mask so the
-    autograd graph holds one saved tensor, as with the native op.
+    The scale ``1 / (1 - p)`` is folded into the mask so the autograd graph holds one saved
+    tensor, as with the native op.
     """
     if not training or p <= 0.0:
         return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
     if p >= 1.0:
         return x * 0.0
-    keep = (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    keep = _keep_mask(x.shape, p, x.device).to(x.dtype).mul_(1.0 / (1.0 - p))
     return x * keep
 
 

@@ -313,3 +313,65 @@ def test_modules_run_under_bf16_autocast() -> None:
         m = mem["vision_features"].flatten(2).permute(2, 0, 1)
         y = attn(tokens, m, pos, mem["vision_pos_enc"][0].flatten(2).permute(2, 0, 1))
     assert y.shape == (16, 1, 32) and torch.isfinite(y.float()).all()
+
+
+@pytest.mark.parametrize(
+    ("hw", "window", "pool"),
+    [((16, 16), 14, False), ((16, 16), 14, True), ((9, 13), 4, False), ((9, 13), 4, True),
+     ((7, 5), 8, False), ((12, 12), 6, True)],
+)  # fmt: skip
+def test_padded_window_attention_equals_zero_padding(
+    hw: tuple[int, int], window: int, pool: bool
+) -> None:
+    """The bias-token windowed attention equals the reference's zero-pad / partition / attend /
+    unpartition / crop, in values and in every gradient (input and parameters)."""
+    from sam2_core.model.hiera import MultiScaleAttention
+
+    torch.manual_seed(0)
+    q_pool = nn.MaxPool2d(2, 2) if pool else None
+    attn = MultiScaleAttention(8, 16, num_heads=2, q_pool=q_pool).double()
+    x = torch.randn(2, *hw, 8, dtype=torch.float64, requires_grad=True)
+    stride = 2 if pool else 1
+    out_hw = (hw[0] // stride, hw[1] // stride)
+    out_ws = window // stride
+
+    def reference(inp: torch.Tensor) -> torch.Tensor:
+        windows, pad_hw = window_partition(inp, window)
+        out = attn(windows)  # the plain module on whole zero-padded windows
+        out_pad = (pad_hw[0] // stride, pad_hw[1] // stride)
+        return window_unpartition(out, out_ws, out_pad, out_hw)
+
+    ref = reference(x)
+    got = attn.forward_windowed(x, window, out_ws, out_hw)
+    assert got.shape == ref.shape == (2, *out_hw, 16)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+    w = torch.randn_like(ref)
+    grads_ref = torch.autograd.grad((ref * w).sum(), [x, *attn.parameters()])
+    grads_got = torch.autograd.grad((got * w).sum(), [x, *attn.parameters()])
+    for a, b in zip(grads_got, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_cpu_dropout_mask_rate_independence_and_seeding() -> None:
+    from sam2_core.model.memory_attention import _dropout, _keep_mask
+
+    torch.manual_seed(0)
+    shape = torch.Size([3, 257, 401])  # not a multiple of 3 lanes
+    keep = _keep_mask(shape, 0.1, torch.device("cpu"))
+    assert keep.shape == shape and keep.dtype == torch.bool
+    flat = keep.reshape(-1).double()
+    assert abs(float(flat.mean()) - 0.9) < 0.003  # 309k draws: 5 standard errors
+    # Neighbouring elements come from lanes of one 64-bit word: they must be uncorrelated.
+    for lag in (1, 2, 3, 4):
+        corr = torch.corrcoef(torch.stack([flat[:-lag], flat[lag:]]))[0, 1]
+        assert abs(float(corr)) < 0.01, lag
+    # Every lane position is unbiased (the top lane of each word, bit 63 fixed, is not used).
+    assert all(abs(float(flat[i::3].mean()) - 0.9) < 0.005 for i in range(3))
+    torch.manual_seed(0)
+    assert torch.equal(_keep_mask(shape, 0.1, torch.device("cpu")), keep)
+    # Inverted dropout: survivors scaled by 1 / (1 - p), expectation kept.
+    x = torch.ones(200_000)
+    y = _dropout(x, 0.25, True)
+    assert set(torch.unique(y).tolist()) <= {0.0, float(torch.tensor(1.0 / 0.75))}
+    assert abs(float(y.mean()) - 1.0) < 0.01
+    assert _dropout(x, 0.25, False) is x and torch.equal(_dropout(x, 1.0, True), x * 0)

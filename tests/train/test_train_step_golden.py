@@ -22,6 +22,12 @@ from sam2_core.train.prompts import PromptConfig, PromptSimulator
 
 LOSS_RTOL = 1e-5
 GRAD_RTOL = 1e-5
+# Parameters whose float32 reference gradient is itself further than GRAD_RTOL from the exact
+# one: no_obj_embed_spatial's gradient is a sum over every memory position with heavy
+# cancellation. Replaying this step in float64 gives a norm 5e-5 relative away from the
+# reference (1.6x the default tolerance), so any float32 re-ordering of the math lands anywhere
+# in that band. Checked at 1e-4 instead.
+LOOSE_GRAD_RTOL = {"no_obj_embed_spatial": 1e-4}
 KEYS = ("loss_mask", "loss_dice", "loss_iou", "loss_class", "core_loss")
 
 
@@ -156,4 +162,11 @@ def test_train_step_matches_reference(ref, case: str) -> None:  # type: ignore[n
         ]
     )
     torch.testing.assert_close(norms.norm(), g[f"{case}/grad/total_norm"], rtol=GRAD_RTOL, atol=0)
-    torch.testing.assert_close(norms, g[f"{case}/grad/norm_per_param"], rtol=GRAD_RTOL, atol=1e-6)
+    rtol = torch.tensor([LOOSE_GRAD_RTOL.get(n, GRAD_RTOL) for n in names], dtype=torch.float64)
+    ref_norms = g[f"{case}/grad/norm_per_param"].double()
+    bad = [
+        f"{n}: {float(a):.8g} vs {float(b):.8g}"
+        for n, a, b, r in zip(names, norms, ref_norms, rtol)
+        if abs(float(a) - float(b)) > 1e-6 + float(r) * abs(float(b))
+    ]
+    assert not bad, "per-parameter gradient norms differ:\n" + "\n".join(bad)
