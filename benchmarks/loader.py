@@ -2,7 +2,7 @@
 3 objects), from Parquet shards and from a JPEG frame folder, on local disk and on gs:// (a real
 GCS-API emulator on 127.0.0.1), against bare JPEG decoding of the same 1280x720 frames.
 
-    .venv/bin/python benchmarks/loader.py [--videos 4] [--frames 24] [--clips 8] [--warmup 4]
+    .venv/bin/python benchmarks/loader.py [--videos 4] [--frames 24] [--clips 16] [--warmup 4]
         [--latency-ms 25] [--cv2-threads 1]
 
 Object-store latency: the in-memory emulator answers in well under a millisecond, while a real
@@ -204,7 +204,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--videos", type=int, default=4)
     ap.add_argument("--frames", type=int, default=24, help="annotated frames per video")
-    ap.add_argument("--clips", type=int, default=8, help="timed clips per configuration")
+    ap.add_argument("--clips", type=int, default=16, help="timed clips per configuration")
     ap.add_argument(
         "--warmup",
         type=int,

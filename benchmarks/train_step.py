@@ -3,7 +3,8 @@ gradient clipping, AdamW step) for ``tiny`` and ``sam2.1_hiera_t``.
 
 Default (a few minutes on 2 loaded CPU cores): hiera_t at 256 px with 4 frames / 2 objects (the
 configuration of the reference number below), then tiny and hiera_t at 256 px with 8 frames /
-3 objects. ``--act-ckpt`` / ``--compile`` apply to these cases; ``--full``: the grid
+3 objects, then the reference configuration again with bf16 autocast on CPU
+(``trainer.cpu_amp``; skip with ``--no-cpu-amp``). ``--act-ckpt`` / ``--compile`` apply to these cases; ``--full``: the grid
 {tiny, sam2.1_hiera_t} x {256, 1024} px x 8 frames x 3 objects x {no act. ckpt, act. ckpt} x
 {eager, torch.compile}. On a GPU everything runs in bf16 autocast.
 
@@ -44,6 +45,8 @@ class Case:
     objects: int
     act_ckpt: bool = False
     compile: bool = False
+    #: bf16 autocast on CPU (``trainer.cpu_amp``); on a GPU every case runs in bf16 autocast
+    cpu_amp: bool = False
 
 
 def _run_case(case: Case, device: str, steps: int, threads: int, queue: mp.Queue) -> None:  # type: ignore[type-arg]
@@ -78,7 +81,7 @@ def _run_case(case: Case, device: str, steps: int, threads: int, queue: mp.Queue
         resolution=case.res, num_frames=case.frames, max_num_objects=case.objects
     )
     batches = [b.to(dev) for b, _ in zip(loader, range(steps + 1))]
-    amp = dev.type == "cuda"
+    amp = dev.type == "cuda" or case.cpu_amp
 
     def step(batch) -> None:  # type: ignore[no-untyped-def]
         opt.zero_grad()
@@ -146,7 +149,13 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--full", action="store_true", help="the whole grid (slow on CPU)")
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per case (after 1 warm-up)")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=6,
+        help="timed steps per case (after 1 warm-up); prompt decisions vary per step "
+        "(mask vs click inputs, correction clicks), so fewer steps give noisy averages",
+    )
     ap.add_argument(
         "--threads", type=int, default=0, help="torch.set_num_threads (default: torch's choice)"
     )
@@ -155,6 +164,11 @@ def main() -> int:
     )
     ap.add_argument(
         "--compile", action="store_true", help="torch.compile the trunk (default cases)"
+    )
+    ap.add_argument(
+        "--no-cpu-amp",
+        action="store_true",
+        help="skip the extra CPU bf16-autocast case (trainer.cpu_amp) of the reference config",
     )
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     ap.add_argument("--json", default=None, help="also write results to this JSON file")
@@ -177,6 +191,9 @@ def main() -> int:
             Case("tiny", 256, 8, 3, *flags),
             Case("sam2.1_hiera_t", 256, 8, 3, *flags),
         ]
+        if device == "cpu" and not args.no_cpu_amp:
+            # The reference configuration again with bf16 autocast on CPU (trainer.cpu_amp).
+            cases.append(Case("sam2.1_hiera_t", 256, 4, 2, *flags, cpu_amp=True))
     results = []
     threads = args.threads or torch.get_num_threads()
     print(
@@ -184,7 +201,7 @@ def main() -> int:
         f"threads={threads} cores={os.cpu_count()} load(1min)={_load():.1f}"
     )
     hdr = (
-        f"{'model':16s} {'px':>5s} {'T':>2s} {'O':>2s} {'ckpt':>5s} {'compile':>7s} "
+        f"{'model':16s} {'px':>5s} {'T':>2s} {'O':>2s} {'ckpt':>5s} {'compile':>7s} {'bf16':>4s} "
         f"{'s/step':>8s} {'frames/s':>9s} {'peak GB':>8s} {'cpu-s/step':>10s} {'load':>9s}"
     )
     print(hdr)
@@ -198,7 +215,8 @@ def main() -> int:
             continue
         print(
             f"{case.model:16s} {case.res:5d} {case.frames:2d} {case.objects:2d} "
-            f"{case.act_ckpt!s:>5s} {case.compile!s:>7s} {r['s_per_step']:8.3f} "
+            f"{case.act_ckpt!s:>5s} {case.compile!s:>7s} {case.cpu_amp or device != 'cpu'!s:>4s} "
+            f"{r['s_per_step']:8.3f} "
             f"{r['frames_per_s']:9.2f} {r['peak_mem_gb']:8.2f} {r['cpu_s_per_step']:10.2f} "
             f"{r['load_before']:4.1f}>{r['load_after']:4.1f}",
             flush=True,
@@ -207,8 +225,16 @@ def main() -> int:
             wall_ratio = META_S_PER_STEP / float(r["s_per_step"])  # type: ignore[arg-type]
             meta_cpu = META_S_PER_STEP * META_CORES
             cpu_ratio = meta_cpu / float(r["cpu_s_per_step"])  # type: ignore[arg-type]
+            precision = (
+                "bf16 autocast here, fp32 in the reference"
+                if case.cpu_amp and device == "cpu"
+                else "both fp32"
+                if device == "cpu"
+                else "GPU bf16 here, CPU fp32 in the reference"
+            )
             print(
                 f"  vs Meta SAM2Train ~{META_S_PER_STEP:.1f} s/step on {META_CORES} cores "
+                f"[{precision}] "
                 f"(hiera_t, 256 px, 4 frames, 2 objects, CPU): wall ratio {wall_ratio:.2f}x "
                 f"(>1 = faster; only meaningful on an idle machine), CPU-time ratio "
                 f"{cpu_ratio:.2f}x against <= {meta_cpu:.1f} CPU-s/step"

@@ -277,6 +277,37 @@ def decode_jpeg(data: bytes, *, flag: int = cv2.IMREAD_COLOR, source: str = "") 
     return img
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """A frame decoded ahead of :func:`transform_clip` (on a read-ahead thread): BGR ``uint8
+    [h, w, 3]``, possibly DCT-reduced, and the size of its encoded bytes."""
+
+    bgr: np.ndarray
+    encoded_bytes: int
+
+
+def decode_images(
+    images: Sequence[bytes], *, orig_hw: tuple[int, int], resolution: int, source: str = ""
+) -> list[DecodedImage]:
+    """Decode a clip's JPEGs as :func:`transform_clip` would (same reduced-decode flag), so
+    the decode can run on another thread than the augmentation. OpenCV releases the GIL while
+    decoding, so this overlaps the transform of the previous clip."""
+    flag = reduced_decode_flag(orig_hw, (resolution, resolution))
+    return [
+        DecodedImage(decode_jpeg(b, flag=flag, source=f"{source} frame {i}"), len(b))
+        for i, b in enumerate(images)
+    ]
+
+
+def encoded_size(image: bytes | np.ndarray | DecodedImage) -> int:
+    """Bytes of a frame as read from storage (encoded size; arrays count their pixels)."""
+    if isinstance(image, DecodedImage):
+        return image.encoded_bytes
+    if isinstance(image, np.ndarray):
+        return int(image.nbytes)
+    return len(image)
+
+
 # ----------------------------------------------------------------------------- clip
 
 
@@ -288,7 +319,7 @@ def _frame_masks(masks: Sequence[np.ndarray], t: int, h: int, w: int) -> np.ndar
 
 
 def transform_clip(
-    images: Sequence[bytes | np.ndarray],
+    images: Sequence[bytes | np.ndarray | DecodedImage],
     masks: Sequence[np.ndarray],
     *,
     cfg: TransformConfig,
@@ -301,7 +332,8 @@ def transform_clip(
     """Augment one clip consistently across its frames.
 
     Args:
-        images: ``T`` encoded JPEGs (bytes, decoded here) or RGB ``uint8 [H, W, 3]`` arrays.
+        images: ``T`` encoded JPEGs (bytes, decoded here), RGB ``uint8 [H, W, 3]`` arrays, or
+            :class:`DecodedImage` frames from :func:`decode_images`.
         masks: ``T`` bool arrays ``[O, H, W]`` at the original frame size (same O every frame).
         cfg: the augmentation knobs.
         rng: random generator (required when ``train`` and ``params`` is None).
@@ -417,8 +449,11 @@ class _FrameBuffers:
         return self.source4
 
 
-def _decode(image: bytes | np.ndarray, flag: int) -> np.ndarray:
-    """BGR uint8 ``[h, w, 3]`` from JPEG bytes (reduced decode when big) or an RGB array."""
+def _decode(image: bytes | np.ndarray | DecodedImage, flag: int) -> np.ndarray:
+    """BGR uint8 ``[h, w, 3]`` from JPEG bytes (reduced decode when big), a frame decoded
+    ahead, or an RGB array."""
+    if isinstance(image, DecodedImage):
+        return image.bgr
     if isinstance(image, bytes | bytearray | memoryview):
         return decode_jpeg(bytes(image), flag=flag)
     arr = np.asarray(image)

@@ -63,9 +63,12 @@ class TrainerConfig:
     max_steps: int = 1000
     device: str = "auto"
     seed: int = 123
-    #: autocast on GPU (ignored on CPU, which trains in fp32)
+    #: autocast on GPU (on CPU only with ``cpu_amp``; otherwise CPU trains in fp32)
     amp: bool = True
     amp_dtype: str = "bfloat16"
+    #: bf16 autocast on CPU as well (about 1.3x faster steps on CPUs with native bf16 matmuls,
+    #: AVX512-BF16 / AMX; off by default so CPU runs stay fp32 like the reference's)
+    cpu_amp: bool = False
     #: activation checkpointing of the image encoder and of the correction-click SAM heads
     activation_checkpointing: bool = False
     compile: bool = False
@@ -111,6 +114,11 @@ class TrainConfig:
         if t.amp_dtype not in AMP_DTYPES:
             raise ConfigError(
                 f"trainer.amp_dtype={t.amp_dtype!r} is not allowed; allowed values: {', '.join(AMP_DTYPES)}"
+            )
+        if t.cpu_amp and t.amp_dtype != "bfloat16":
+            raise ConfigError(
+                f"trainer.cpu_amp=true needs trainer.amp_dtype=bfloat16 (got {t.amp_dtype!r}): "
+                "CPU autocast has no float16 loss scaling"
             )
         if t.dist_backend not in (None, "gloo", "nccl"):
             raise ConfigError(

@@ -100,7 +100,7 @@ class Trainer:
         )
         self.optim = ScheduledOptimizer(self.model, cfg.optim)
         self.loss_fn = MultiStepMultiMasksAndIous.from_config(cfg.loss)
-        self.use_amp = t.amp and self.device.type == "cuda"
+        self.use_amp = t.amp and (self.device.type == "cuda" or t.cpu_amp)
         self.amp_dtype = torch.bfloat16 if t.amp_dtype == "bfloat16" else torch.float16
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.use_amp and self.amp_dtype == torch.float16

@@ -204,3 +204,30 @@ def test_read_ahead_predicts_every_read_and_changes_no_output(shards: str) -> No
     assert got == direct
     assert len(reads) == len(set(reads)) == sum(len(b) for b in stream.batches)
     assert stream._ahead is None  # the thread is shut down with the iterator
+
+
+def test_undecodable_jpeg_in_a_shard_is_substituted_with_a_named_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frame that fails to decode on the read-ahead decode thread surfaces where the clip is
+    made: the clip is replaced by another video's, with a warning naming the video and frame."""
+    import dataclasses
+
+    recs = make_records(num_videos=3, num_frames=4, height=36, width=48, seed=3)
+    bad = recs[1]
+    recs[1] = dataclasses.replace(bad, load_image_bytes=lambda fi: b"\xff\xd8 not a jpeg")
+    dst = str(tmp_path / "s")
+    write_shards(src=recs, dst=dst, row_group_mb=0.01, val_fraction=0.0)
+    loader = build_train_loader(_cfg(dst, batch_size=1, num_frames=2), rank=0, world_size=1, seed=0)
+    stream = loader.loaders[0].stream(0, 0, 0)
+    with caplog.at_level("WARNING"):
+        batches = list(stream)
+    assert len(batches) == 3
+    assert bad.video_id not in {v for b in batches for v in b.video_ids}
+    assert stream.counters["substituted"] >= 1
+    assert any(
+        bad.video_id in r.getMessage()
+        and "cannot decode image" in r.getMessage()
+        and "frame" in r.getMessage()
+        for r in caplog.records
+    )

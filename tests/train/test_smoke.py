@@ -105,3 +105,31 @@ def test_experiments_compose() -> None:
     assert sav.model_name == "sam2.1_hiera_t" and sav.data.shards == "gs://b/sav"
     over = load_train_config(["experiment=smoke", "optim.base_lr=0.01", "model.checkpoint=/x.pt"])
     assert over.optim.lr[0].start == 0.01 and over.checkpoint == "/x.pt"
+
+
+def test_cpu_bf16_autocast_option(tmp_path: Path) -> None:
+    """``trainer.cpu_amp=true`` trains under bf16 autocast on CPU (finite losses, fp32 weights);
+    float16 on CPU is refused with the key named."""
+    from sam2_core.train.trainer import run_training
+
+    cfg = load_train_config(
+        [
+            "experiment=smoke",
+            "data=synthetic",
+            f"trainer.output_dir={tmp_path / 'amp'}",
+            "trainer.max_steps=2",
+            "trainer.cpu_amp=true",
+            "trainer.progress=false",
+            "trainer.val_every=0",
+        ]
+    )
+    summary = run_training(cfg)
+    assert summary["step"] == 2
+    stats = [
+        json.loads(x) for x in (tmp_path / "amp" / "train_stats.jsonl").read_text().splitlines()
+    ]
+    assert all(torch.isfinite(torch.tensor(s["core_loss"])) for s in stats)
+    sd = torch.load(tmp_path / "amp" / "model_final.pt", weights_only=True)["model"]
+    assert all(v.dtype == torch.float32 for v in sd.values() if v.is_floating_point())
+    with pytest.raises(ConfigError, match=r"trainer\.cpu_amp.*amp_dtype=bfloat16"):
+        load_train_config(["trainer.cpu_amp=true", "trainer.amp_dtype=float16"])
