@@ -186,7 +186,13 @@ def run_case(
     p.start()
     p.join()
     if p.exitcode != 0:
-        return {**asdict(case), "device": device, "error": f"exit code {p.exitcode}"}
+        why = f"exit code {p.exitcode}"
+        if p.exitcode == -9:
+            # The kernel's OOM killer. On CPU, 1024 px x 8 frames x 3 objects needs far more
+            # than 24 GB: attention with dropout materialises [objects, 4096, ~28k] weights
+            # per memory-attention layer and frame (GPU SDPA kernels do not).
+            why += " (SIGKILL: out of memory)"
+        return {**asdict(case), "device": device, "error": why}
     return {**q.get(), "load_before": load0, "load_after": _load()}
 
 
