@@ -14,7 +14,7 @@ import posixpath
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import IO, Any
 
 import fsspec
@@ -174,17 +174,22 @@ def remove(url: str, *, recursive: bool = True) -> None:
         fs.rm(path, recursive=recursive)
 
 
-def upload_dir(local_dir: str, url: str, *, last: Sequence[str] = ()) -> list[str]:
+def upload_dir(
+    local_dir: str, url: str, *, last: Sequence[str] = (), skip: Collection[str] = ()
+) -> list[str]:
     """Copy every file under ``local_dir`` to ``url`` (same relative paths); returns the URLs.
 
     ``last`` names completion files (relative paths, e.g. ``summary.json``): their old copies
     at ``url`` are removed before anything is uploaded and the new ones are uploaded after all
     other files, so a reader that waits for them never sees them next to older or missing files.
+    ``skip``: relative paths already at ``url`` (uploaded earlier), not copied again.
     """
     rels = []
     for root, _dirs, files in os.walk(local_dir):
         for name in files:
-            rels.append(os.path.relpath(os.path.join(root, name), local_dir).replace(os.sep, "/"))
+            rel = os.path.relpath(os.path.join(root, name), local_dir).replace(os.sep, "/")
+            if rel not in skip:
+                rels.append(rel)
     final = [r for r in last if r in rels]
     for rel in final:
         remove(join(url, rel), recursive=False)
@@ -211,12 +216,14 @@ def download_dir(url: str, local_dir: str) -> None:
 
 
 @contextlib.contextmanager
-def staged_dir(url: str, *, last: Sequence[str] = ()) -> Iterator[str]:
+def staged_dir(url: str, *, last: Sequence[str] = (), skip: Collection[str] = ()) -> Iterator[str]:
     """A local folder whose contents end up at ``url``.
 
     For a local ``url`` this is ``url`` itself. For an object store it is a temporary folder
     that is uploaded with :func:`upload_dir` (``last`` files last) when the block exits cleanly;
-    when it raises, nothing is uploaded. The temporary folder is always removed.
+    when it raises, nothing (more) is uploaded. ``skip`` (read at exit, so the block may add
+    to it) lists relative paths the block already put at ``url`` itself. The temporary folder
+    is always removed.
     """
     if is_local(url):
         os.makedirs(url, exist_ok=True)
@@ -225,6 +232,6 @@ def staged_dir(url: str, *, last: Sequence[str] = ()) -> Iterator[str]:
     tmp = tempfile.mkdtemp(prefix="sam2kf-stage-")
     try:
         yield tmp
-        upload_dir(tmp, url, last=last)
+        upload_dir(tmp, url, last=last, skip=skip)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -476,6 +476,7 @@ def evaluate_model(
     predictor_cls: Callable[..., Any] | None = None,
     progress: bool = True,
     num_threads: int | Literal["auto"] | None = "auto",
+    on_video_done: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Inference + J&F + report for a model on a dataset; returns the summary dict.
 
@@ -492,6 +493,8 @@ def evaluate_model(
         compare_dir: another run's output folder (or prediction folder) for a comparison report.
         num_threads: torch intra-op threads during inference (restored afterwards); ``"auto"``:
             :func:`auto_num_threads`; None: leave as is.
+        on_video_done: called with the video id once a video's predictions and its progress
+            marker are written (the remote mode uploads them right away).
 
     Returns ``{"J&F", "J", "F", "num_videos", "num_objects", ...}`` (x100 scores).
 
@@ -544,6 +547,8 @@ def evaluate_model(
 
             write_json_atomic(marker, _video_scores_to_json(vs), indent=None)
             scored.append(vs)
+            if on_video_done is not None:
+                on_video_done(rec.video_id)
     finally:
         stack.close()
         net.train(was_training)
@@ -592,12 +597,14 @@ def evaluate_model(
 def _evaluate_remote(kwargs: dict[str, Any]) -> dict[str, Any]:
     """:func:`evaluate_model` with object-store ``out`` / ``tensorboard_dir`` / ``compare_dir``.
 
-    Evaluates into a local staging folder that is uploaded to ``out`` at the end, with
-    ``summary.json`` removed first and uploaded last (its presence means the rest is complete);
-    nothing is uploaded when evaluation fails. A remote ``compare_dir`` is downloaded first,
-    TensorBoard event files are mirrored to a remote ``tensorboard_dir``. Paths in the returned
-    and uploaded summary point at ``out``. ``resume`` works within one run only (the staging
-    folder starts empty).
+    Evaluates into a local staging folder. Every finished video is uploaded at once, its
+    predictions first and its ``_progress/<video>.json`` marker last, so an interrupted run
+    (a preempted pod) keeps its finished videos; with ``resume`` a rerun downloads the markers
+    and predictions of those videos and only evaluates the rest. The remaining outputs follow at
+    the end with ``summary.json`` removed first and uploaded last (its presence means the rest
+    is complete); a failed run never uploads a summary. A remote ``compare_dir`` is downloaded
+    first, TensorBoard event files are mirrored to a remote ``tensorboard_dir``. Paths in the
+    returned and uploaded summary point at ``out``.
     """
     import tempfile
 
@@ -606,6 +613,7 @@ def _evaluate_remote(kwargs: dict[str, Any]) -> dict[str, Any]:
 
     out = str(kwargs["out"])
     tb = TensorBoardMirror(kwargs["tensorboard_dir"]) if kwargs["tensorboard_dir"] else None
+    uploaded: set[str] = set()  # relative paths already at `out`
     with contextlib.ExitStack() as stack:
         if tb is not None:
             stack.callback(tb.close)  # final upload of the event files, also after a failure
@@ -614,13 +622,25 @@ def _evaluate_remote(kwargs: dict[str, Any]) -> dict[str, Any]:
             local_cmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="sam2kf-cmp-"))
             sio.download_dir(compare, local_cmp)
             compare = local_cmp
-        local_out = stack.enter_context(sio.staged_dir(out, last=("summary.json",)))
+        local_out = stack.enter_context(sio.staged_dir(out, last=("summary.json",), skip=uploaded))
+        if kwargs["resume"]:
+            uploaded.update(_download_finished_videos(out, local_out))
+
+        def upload_video(video_id: str) -> None:
+            files = _video_files(local_out, video_id)
+            marker = f"{PROGRESS_DIR}/{video_id}.json"
+            for rel in [*files, marker]:  # the marker last: it vouches for the predictions
+                with open(os.path.join(local_out, *rel.split("/")), "rb") as f:
+                    sio.write_bytes_atomic(sio.join(out, rel), f.read())
+                uploaded.add(rel)
+
         summary = evaluate_model(
             **{
                 **kwargs,
                 "out": local_out,
                 "compare_dir": compare,
                 "tensorboard_dir": tb.log_dir if tb else None,
+                "on_video_done": _chain(kwargs.get("on_video_done"), upload_video),
             }
         )
 
@@ -634,6 +654,55 @@ def _evaluate_remote(kwargs: dict[str, Any]) -> dict[str, Any]:
         summary = rebase(summary)
         sio.write_json_atomic(os.path.join(local_out, "summary.json"), summary)
     return summary
+
+
+def _chain(
+    first: Callable[[str], None] | None, second: Callable[[str], None]
+) -> Callable[[str], None]:
+    def both(video_id: str) -> None:
+        if first is not None:
+            first(video_id)
+        second(video_id)
+
+    return both
+
+
+def _video_files(local_out: str, video_id: str) -> list[str]:
+    """Relative paths of a video's prediction files in a local output folder."""
+    root = os.path.join(local_out, PRED_DIR, video_id)
+    rels = []
+    for d, _dirs, files in os.walk(root):
+        for name in files:
+            rels.append(os.path.relpath(os.path.join(d, name), local_out).replace(os.sep, "/"))
+    return sorted(rels)
+
+
+def _download_finished_videos(out: str, local_out: str) -> set[str]:
+    """Copy the progress markers of ``out`` and the predictions of those videos into the local
+    staging folder (marker last); returns their relative paths. A video whose predictions
+    cannot be read is left out, so it is evaluated again."""
+    from sam2_core import io as sio
+
+    fetched: set[str] = set()
+    for name in sio.listdir(sio.join(out, PROGRESS_DIR)):
+        if not name.endswith(".json"):
+            continue
+        video_id = name[: -len(".json")]
+        pred_url = sio.join(out, PRED_DIR, video_id)
+        local_pred = os.path.join(local_out, PRED_DIR, video_id)
+        try:
+            sio.download_dir(pred_url, local_pred)
+            marker = sio.read_bytes(sio.join(out, PROGRESS_DIR, name))
+        except OSError as exc:
+            log.warning("%s: cannot resume video %s (%s); evaluating it again", out, video_id, exc)
+            shutil.rmtree(local_pred, ignore_errors=True)
+            continue
+        os.makedirs(os.path.join(local_out, PROGRESS_DIR), exist_ok=True)
+        with open(os.path.join(local_out, PROGRESS_DIR, name), "wb") as f:
+            f.write(marker)
+        fetched.update(_video_files(local_out, video_id))
+        fetched.add(f"{PROGRESS_DIR}/{name}")
+    return fetched
 
 
 def _compare_pred_dir(compare_dir: str | None) -> str | None:

@@ -86,3 +86,44 @@ def test_failed_evaluation_uploads_nothing(gcs: str) -> None:
         evaluate_model(model="tiny", data=f"{gcs}/no_such_data", out=out, progress=False)
     assert sio.listdir(out) == []
     assert json.dumps(sio.listdir(gcs))  # the bucket itself is still readable
+
+
+def test_interrupted_remote_evaluation_resumes(gcs: str) -> None:
+    """A run killed after its first video keeps that video on gs:// (predictions, then its
+    progress marker; no summary.json); the rerun downloads it, evaluates only the others and
+    ends with the same scores as an uninterrupted run."""
+    from torch import nn
+
+    from eval.test_vos import GTPredictor
+    from sam2_core.eval.vos import evaluate_model
+
+    data = f"{gcs}/demo3"
+    with tempfile.TemporaryDirectory() as d:
+        write_demo_dataset(dst=d, num_videos=3, num_frames=12, sizes=[(48, 80)])
+        sio.upload_dir(d, data)
+    videos = [r.video_id for r in iter_videos(data)]
+
+    class Preempted(RuntimeError):
+        pass
+
+    class DiesOnSecondVideo(GTPredictor):
+        def init_state(self, frames):  # type: ignore[no-untyped-def]
+            if frames.video_id == videos[1]:
+                raise Preempted(frames.video_id)
+            return super().init_state(frames)
+
+    kw = dict(model=nn.Linear(1, 1), data=data, report=False, progress=False)
+    out = f"{gcs}/eval_resume"
+    with pytest.raises(Preempted):
+        evaluate_model(out=out, predictor_cls=DiesOnSecondVideo, **kw)  # type: ignore[arg-type]
+    assert sio.listdir(f"{out}/_progress") == [f"{videos[0]}.json"]
+    assert sio.listdir(f"{out}/predictions") == [videos[0]]
+    assert not sio.exists(f"{out}/summary.json")
+
+    GTPredictor.calls.clear()
+    resumed = evaluate_model(out=out, predictor_cls=GTPredictor, **kw)  # type: ignore[arg-type]
+    assert GTPredictor.calls == videos[1:], "the finished video is not evaluated again"
+    assert sio.listdir(f"{out}/_progress") == sorted(f"{v}.json" for v in videos)
+    fresh = evaluate_model(out=f"{gcs}/eval_fresh", predictor_cls=GTPredictor, **kw)  # type: ignore[arg-type]
+    assert resumed["J&F"] == fresh["J&F"] and resumed["num_videos"] == 3
+    assert sio.read_json(f"{out}/summary.json")["J&F"] == fresh["J&F"]
