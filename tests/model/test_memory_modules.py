@@ -375,3 +375,20 @@ def test_cpu_dropout_mask_rate_independence_and_seeding() -> None:
     assert set(torch.unique(y).tolist()) <= {0.0, float(torch.tensor(1.0 / 0.75))}
     assert abs(float(y.mean()) - 1.0) < 0.01
     assert _dropout(x, 0.25, False) is x and torch.equal(_dropout(x, 1.0, True), x * 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_padded_window_attention_on_cuda(dtype: torch.dtype) -> None:
+    """The bias-token attention on CUDA kernels (its additive mask disables flash attention
+    there; the efficient or math kernel must take it) agrees with the float64 CPU result."""
+    from sam2_core.model.hiera import MultiScaleAttention
+
+    torch.manual_seed(0)
+    attn = MultiScaleAttention(64, 64, num_heads=2).double()
+    x = torch.randn(2, 16, 16, 64, dtype=torch.float64)
+    ref = attn.forward_windowed(x, 14, 14, (16, 16))
+    gpu = attn.to("cuda", dtype)
+    got = gpu.forward_windowed(x.to("cuda", dtype), 14, 14, (16, 16)).double().cpu()
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
