@@ -160,36 +160,21 @@ class SAM2Train(nn.Module):
     ) -> FrameOutput:
         """One frame: SAM 2 step, optional correction clicks, memory encoding of the final mask."""
         m = self.model
-        current_out: FrameOutput = {"point_inputs": point_inputs, "mask_inputs": mask_inputs}
-        if len(current_vision_feats) > 1:
-            high_res_features: list[Tensor] | None = [
-                x.permute(1, 2, 0).view(x.size(1), x.size(2), *s)
-                for x, s in zip(current_vision_feats[:-1], feat_sizes[:-1])
-            ]
-        else:
-            high_res_features = None
-        if mask_inputs is not None and m.use_mask_input_as_output_without_sam:
-            # Mask prompts are used directly as the output (no gradient into the SAM heads).
-            pix_feat = current_vision_feats[-1].permute(1, 2, 0)
-            pix_feat = pix_feat.view(-1, m.hidden_dim, *feat_sizes[-1])
-            sam_outputs = m._use_mask_as_output(pix_feat, high_res_features, mask_inputs)
-        else:
-            pix_feat = m._prepare_memory_conditioned_features(
-                frame_idx=frame_idx,
-                is_init_cond_frame=is_init_cond_frame,
-                current_vision_feats=current_vision_feats[-1:],
-                current_vision_pos_embeds=current_vision_pos_embeds[-1:],
-                feat_sizes=feat_sizes[-1:],
-                output_dict=output_dict,
-                num_frames=num_frames,
-            )
-            sam_outputs = m._forward_sam_heads(
-                backbone_features=pix_feat,
-                point_inputs=point_inputs,
-                mask_inputs=mask_inputs,
-                high_res_features=high_res_features,
-                multimask_output=m._use_multimask(is_init_cond_frame, point_inputs),
-            )
+        # The tracking step proper is SAM2Base's (mask prompts are used directly as the output,
+        # with no gradient into the SAM heads; other frames are memory-conditioned first).
+        current_out, sam_outputs, high_res_features, pix_feat = m._track_step(
+            frame_idx=frame_idx,
+            is_init_cond_frame=is_init_cond_frame,
+            current_vision_feats=current_vision_feats,
+            current_vision_pos_embeds=current_vision_pos_embeds,
+            feat_sizes=feat_sizes,
+            point_inputs=point_inputs,
+            mask_inputs=mask_inputs,
+            output_dict=output_dict,
+            num_frames=num_frames,
+            track_in_reverse=False,
+            prev_sam_mask_logits=None,
+        )
         low_multi, high_multi, ious, low_masks, high_masks, obj_ptr, scores = sam_outputs
         current_out["multistep_pred_masks"] = low_masks
         current_out["multistep_pred_masks_high_res"] = high_masks
