@@ -1,7 +1,10 @@
-"""Output tensors for training batches: reused in the consuming process, shared memory in
-DataLoader workers."""
+"""Output tensors for training batches: reused in the consuming process, and in DataLoader
+workers a ring of shared-memory buffers that the consuming process hands back."""
 
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import get_worker_info
@@ -18,14 +21,19 @@ class BufferPool:
       it); at most ``per_shape`` buffers per shape are kept, which covers ``for batch in
       loader`` holding the previous batch while the next one is built.
     * in a DataLoader worker, a buffer is allocated in shared memory, which is where the batch
-      has to go anyway: sending it to the trainer then costs no copy. Never reused there (the
-      trainer process may still read it).
+      has to go anyway: sending it to the trainer then costs no copy. The worker keeps a small
+      :class:`SharedRing` of them and reuses one only after the consuming process has released
+      it (:func:`release_when_unused`); while none is free it allocates a fresh one, so the
+      worker never waits and never writes into a batch the trainer may still read.
     """
 
-    def __init__(self, per_shape: int = 2, max_shapes: int = 8) -> None:
+    def __init__(self, per_shape: int = 2, max_shapes: int = 8, ring_per_shape: int = 4) -> None:
         self.per_shape = per_shape
         self.max_shapes = max_shapes
+        self.ring_per_shape = ring_per_shape
         self._bufs: dict[tuple[tuple[int, ...], torch.dtype], list[torch.Tensor]] = {}
+        self._ring: SharedRing | None = None
+        self._ring_pid = -1
         self.reused = 0
         self.allocated = 0
 
@@ -33,7 +41,7 @@ class BufferPool:
         """An uninitialised contiguous tensor of ``shape`` and ``dtype``."""
         self.allocated += 1
         if get_worker_info() is not None:
-            return _shared_empty(shape, dtype)
+            return self.ring().get(shape, dtype)
         key = (tuple(shape), dtype)
         pool = self._bufs.pop(key, [])
         self._bufs[key] = pool  # most recently used last
@@ -48,6 +56,96 @@ class BufferPool:
         while len(self._bufs) > self.max_shapes:
             self._bufs.pop(next(iter(self._bufs)))
         return buf.view(shape)
+
+    def ring(self) -> SharedRing:
+        """This worker process's ring (made on first use after the fork)."""
+        if self._ring is None or self._ring_pid != os.getpid():
+            self._ring = SharedRing(per_shape=self.ring_per_shape, max_shapes=self.max_shapes)
+            self._ring_pid = os.getpid()
+        return self._ring
+
+    def take_tokens(self) -> BufferTokens | None:
+        """The ring slots handed out since the last call (in a worker), to travel with the
+        batch they were used for; None in the consuming process."""
+        if get_worker_info() is None or self._ring is None:
+            return None
+        return self._ring.take_tokens()
+
+
+@dataclass
+class BufferTokens:
+    """Ring slots of one batch: ``flags`` is the worker's shared flag array (1 = in use)."""
+
+    flags: torch.Tensor
+    slots: tuple[int, ...]
+
+    def release(self) -> None:
+        """Hand the slots back to the worker (called in the consuming process)."""
+        self.flags[list(self.slots)] = 0
+
+
+class SharedRing:
+    """A worker's shared-memory output buffers, reused after the consumer releases them.
+
+    ``flags`` lives in shared memory and travels (as a handle) with every batch; the consumer
+    zeroes a batch's slots once nothing references its tensors any more.
+    """
+
+    def __init__(self, *, per_shape: int, max_shapes: int) -> None:
+        self.per_shape = per_shape
+        self.flags = torch.zeros(per_shape * max_shapes, dtype=torch.uint8).share_memory_()
+        self._slots: dict[tuple[tuple[int, ...], torch.dtype], list[tuple[int, torch.Tensor]]] = {}
+        self._next = 0
+        self._pending: list[int] = []
+        self.reused = 0
+
+    def get(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        key = (tuple(shape), dtype)
+        slots = self._slots.setdefault(key, [])
+        for idx, buf in slots:
+            if int(self.flags[idx]) == 0:
+                self.reused += 1
+                return self._hand_out(idx, buf, shape)
+        if len(slots) < self.per_shape and self._next < self.flags.numel():
+            idx, self._next = self._next, self._next + 1
+            buf = _shared_empty(shape, dtype)
+            slots.append((idx, buf))
+            return self._hand_out(idx, buf, shape)
+        return _shared_empty(shape, dtype)  # all in use: a one-off buffer, freed with its batch
+
+    def _hand_out(self, idx: int, buf: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        self.flags[idx] = 1
+        self._pending.append(idx)
+        return buf.view(shape)
+
+    def take_tokens(self) -> BufferTokens | None:
+        if not self._pending:
+            return None
+        tokens = BufferTokens(self.flags, tuple(self._pending))
+        self._pending = []
+        return tokens
+
+
+def storage_handle(t: torch.Tensor) -> torch.Tensor:
+    """A new tensor on ``t``'s storage that is NOT a view of ``t``: a view would keep ``t``
+    (its autograd base) alive and so its storage's use count up forever."""
+    return torch.empty(0, dtype=t.dtype).set_(t.untyped_storage())
+
+
+def release_when_unused(
+    held: list[tuple[list[torch.Tensor], BufferTokens]],
+) -> list[tuple[list[torch.Tensor], BufferTokens]]:
+    """Release the slots of every held batch whose storages nobody else uses any more; returns
+    the batches still held. ``held`` pairs our own :func:`storage_handle` of each of a batch's
+    shared buffers (the batch's tensors, and any view of them, add to the use count) with the
+    batch's tokens."""
+    still = []
+    for handles, tokens in held:
+        if all(_unreferenced(h) for h in handles):
+            tokens.release()
+        else:
+            still.append((handles, tokens))
+    return still
 
 
 def _unreferenced(buf: torch.Tensor) -> bool:

@@ -62,6 +62,9 @@ class BatchedVideo:
     frame_orig_size: torch.Tensor
     dict_key: str = "all"
     video_ids: list[str] = field(default_factory=list)
+    #: shared-memory ring slots of a DataLoader worker that hold this batch's tensors
+    #: (``sam2_core.data.buffers``); the loader releases them when the batch is no longer used
+    buffer_tokens: Any = None
 
     @property
     def num_frames(self) -> int:
@@ -95,8 +98,13 @@ class BatchedVideo:
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> BatchedVideo:
-        """Used by ``DataLoader(pin_memory=True)``."""
-        return self._map(lambda t: t.pin_memory())
+        """Used by ``DataLoader(pin_memory=True)``: pinned copies, so a worker's shared buffers
+        are handed back at once."""
+        pinned = self._map(lambda t: t.pin_memory())
+        if self.buffer_tokens is not None:
+            pinned.buffer_tokens = None
+            self.buffer_tokens.release()
+        return pinned
 
 
 def collate_videos(

@@ -34,9 +34,15 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from torch import Tensor
 from torch.utils.data import DataLoader
 
-from sam2_core.data.buffers import BufferPool
+from sam2_core.data.buffers import (
+    BufferPool,
+    BufferTokens,
+    release_when_unused,
+    storage_handle,
+)
 from sam2_core.data.collate import BatchedVideo
 from sam2_core.data.partition import epoch_order, mix_order, rank_batches, worker_batches
 from sam2_core.data.records import DataError, VideoRecord
@@ -220,7 +226,21 @@ class _SourceLoader:
             persistent_workers=False,
         )
         with _cv2_pool_stopped():
-            return iter(loader)  # forks the workers
+            return _releasing(iter(loader))  # forks the workers
+
+
+def _releasing(batches: Iterator[BatchedVideo]) -> Iterator[BatchedVideo]:
+    """Worker batches, handing each one's shared buffers back to its worker once nothing in
+    this process uses them any more (checked whenever the next batch is asked for)."""
+    held: list[tuple[list[Tensor], BufferTokens]] = []
+    for batch in batches:
+        held = release_when_unused(held)
+        tokens = batch.buffer_tokens
+        if tokens is not None:
+            batch.buffer_tokens = None
+            handles = [storage_handle(batch.img_batch), storage_handle(batch.masks)]
+            held.append((handles, tokens))
+        yield batch
 
 
 class TrainLoader:

@@ -199,7 +199,9 @@ class ClipStream(IterableDataset):
         if len(samples) > 1:
             num_o = sum(s.masks.shape[1] for s in samples)
             masks = self.buffers.get((t, num_o, res, res), torch.bool)
-        return collate_videos(samples, dict_key=self.cfg.name, img_batch=buf, masks=masks)
+        out = collate_videos(samples, dict_key=self.cfg.name, img_batch=buf, masks=masks)
+        out.buffer_tokens = self.buffers.take_tokens()  # None unless in a DataLoader worker
+        return out
 
     def make_sample(self, pos: int, item: int, *, out: torch.Tensor | None = None) -> VideoSample:
         """The clip at epoch position ``pos`` (falls back to later items if it has none)."""
