@@ -3,7 +3,7 @@
 GCS-API emulator on 127.0.0.1), against bare JPEG decoding of the same 1280x720 frames.
 
     .venv/bin/python benchmarks/loader.py [--videos 4] [--frames 24] [--clips 16] [--warmup 4]
-        [--latency-ms 25] [--cv2-threads 1]
+        [--latency-ms 25] [--cv2-threads 1] [--workers 1 2] [--no-gcs]
 
 Object-store latency: the in-memory emulator answers in well under a millisecond, while a real
 GCS GET costs tens of milliseconds before its first byte. So the gs:// cases run twice: straight
@@ -15,6 +15,10 @@ HTTP) is the same; the proxy also counts requests, printed per clip.
 Columns: frames/s delivered (wall), CPU ms per frame (this process, all threads: comparable when
 the machine is loaded), read-only frames/s (fetching the clip's bytes, no decode), requests and
 MB read per clip against MB of the frames used. The load average is printed with the results.
+
+Then (``--workers``, default 1 and 2) the same Parquet clips through ``DataLoader`` workers, the
+training default, over whole epochs of a 16-video dataset: workers restart every epoch and reuse
+their shared-memory output ring within it; CPU is the workers' (children's) per frame.
 
 Targets (issue 4): >= 60 frames/s per process; Parquet on gs:// >= 3x the JPEG folder on gs://.
 """
@@ -124,8 +128,8 @@ def run_loader(
 ) -> dict[str, float]:
     """Frames/s, CPU per frame, requests and bytes per clip of ``clips`` clips, in this process
     (num_workers=0), after ``warmup`` clips (files opened, dataset listed and output buffers
-    of each shape faulted in once, like a long-running worker; a DataLoader worker instead
-    writes every batch into fresh shared memory, which this does not measure)."""
+    of each shape faulted in once, like a long-running worker). DataLoader workers: see
+    :func:`run_workers`."""
     from sam2_core.data.dataset import DataConfig, build_train_loader
 
     cfg = DataConfig(num_workers=0, batch_size=1, num_frames=8, max_num_objects=3, **cfg_kwargs)
@@ -172,6 +176,33 @@ def run_loader(
     }
 
 
+def run_workers(url: str, workers: int, epochs: int = 2) -> dict[str, float]:
+    """Frames/s delivered through ``DataLoader`` workers (the training default), over whole
+    epochs of ``url`` (workers restart every epoch, as in training), with the CPU time of the
+    workers (children) and of this process per frame."""
+    import resource
+
+    from sam2_core.data.dataset import DataConfig, build_train_loader
+
+    cfg = DataConfig(shards=url, num_workers=workers, batch_size=1, num_frames=8, max_num_objects=3)
+    loader = build_train_loader(cfg, rank=0, world_size=1, seed=0)
+    kids0, me0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
+    t0, n = time.perf_counter(), 0
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for batch in loader:
+            n += batch.num_frames * batch.num_videos
+            del batch
+    dt = time.perf_counter() - t0
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    kids = (kids1.ru_utime - kids0.ru_utime) + (kids1.ru_stime - kids0.ru_stime)
+    return {
+        "fps": n / dt,
+        "worker_cpu_ms": 1e3 * kids / max(1, n),
+        "main_cpu_ms": 1e3 * (time.process_time() - me0) / max(1, n),
+    }
+
+
 def read_only(cfg_kwargs: dict, clips: int) -> float:
     """Frames/s of just reading the clip bytes (no decode, no augmentation)."""
     import numpy as np
@@ -214,6 +245,14 @@ def main() -> int:
     )
     ap.add_argument("--row-group-mb", type=float, nargs="+", default=[4.0])
     ap.add_argument("--no-gcs", action="store_true", help="skip the gs:// emulator runs")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        nargs="*",
+        default=[1, 2],
+        help="also time DataLoader workers (the training default) over whole epochs of a "
+        "16-video dataset; empty to skip",
+    )
     ap.add_argument(
         "--latency-ms",
         type=float,
@@ -288,6 +327,14 @@ def main() -> int:
                     _use_endpoint(emulator)
                     proxy.close()
 
+    worker_rows: dict[int, dict[str, float]] = {}
+    if args.workers:
+        more = make_records(num_videos=16, num_frames=12, height=720, width=1280, quality=95)
+        with tempfile.TemporaryDirectory() as tmp:
+            write_shards(src=more, dst=f"{tmp}/w", val_fraction=0.0)
+            for w in args.workers:
+                worker_rows[w] = run_workers(f"{tmp}/w", w)
+
     print(
         f"\n{'source':28s} {'frames/s':>9s} {'x bare':>7s} {'CPU ms/f':>9s} {'read-only f/s':>14s}"
         f" {'req/clip':>9s} {'MB read/clip':>13s} {'MB used/clip':>13s}"
@@ -297,6 +344,11 @@ def main() -> int:
             f"{key:28s} {r['fps']:9.1f} {r['fps'] / bare['fps']:7.2f} {r['cpu_ms']:9.1f} "
             f"{r['read_fps']:14.1f} {r['req_per_clip']:9.1f} "
             f"{r['read_per_clip'] / 2**20:13.2f} {r['used_per_clip'] / 2**20:13.2f}"
+        )
+    for w, r in worker_rows.items():
+        print(
+            f"{f'parquet local, {w} worker(s)':28s} {r['fps']:9.1f} {r['fps'] / bare['fps']:7.2f} "
+            f"{r['worker_cpu_ms']:9.1f}  (workers' CPU; trainer process {r['main_cpu_ms']:.1f} ms/frame)"
         )
     print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (2 cores)")
     best = max((v for k, v in results.items() if "parquet local" in k), key=lambda v: v["fps"])
