@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import cast
 
 import numpy as np
 import torch
@@ -62,9 +63,9 @@ class _ReadAhead:
         self, video: int, positions: Sequence[int], obj_ids: Sequence[int]
     ) -> Future[_ReadResult]:
         fut = self._pool.submit(self._read, video, positions, obj_ids)
-        if self._decoder is None or self._decode is None:
-            return fut
         decode = self._decode
+        if self._decoder is None or decode is None:
+            return fut
         # FIFO on one thread: waits for this read while the reader already fetches the next.
         return self._decoder.submit(lambda: decode(video, fut.result()))
 
@@ -164,12 +165,9 @@ class ClipStream(IterableDataset):
         """Decode-thread work: the clip's JPEGs decoded ahead, so the iterating thread only
         augments (decoding is about a third of a frame's CPU time)."""
         images, masks, frames = read
-        raw = [b for b in images if isinstance(b, bytes)]
-        if len(raw) != len(images):
-            return read  # already decoded
         meta = self.source.videos[video]
         decoded = decode_images(
-            raw,
+            cast(list[bytes], images),  # a source's read returns encoded frames
             orig_hw=(meta.height, meta.width),
             resolution=self.transform.resolution,
             source=f"{self.source.url} video {meta.video_id}",
