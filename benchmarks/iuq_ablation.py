@@ -74,14 +74,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _make_data(work: str, args: argparse.Namespace) -> tuple[str, str]:
-    from sam2_core import io as sio
+    from sam2_core import storage
     from sam2_core.data.demo import write_demo_dataset
 
     train, val = os.path.join(work, "train"), os.path.join(work, "heldout")
     for dst, n, seed in ((train, args.train_videos, 0), (val, args.val_videos, 1)):
-        if not sio.is_complete(dst):
+        if not storage.is_complete(dst):
             write_demo_dataset(dst=dst, num_videos=n, num_frames=args.frames, seed=seed)
-            sio.mark_complete(dst)
+            storage.mark_complete(dst)
     return train, val
 
 
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 def _write(
     path: str, args: argparse.Namespace, runs: list[dict[str, Any]], variants: list[str], t: float
 ) -> None:
-    from sam2_core.io import write_json_atomic
+    from sam2_core.storage import write_json_atomic
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     payload = {

@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sam2_core import io
+from sam2_core import storage
 
 CHAMPION_FILE = "champion.json"
 HISTORY_DIR = "history"
@@ -128,28 +128,32 @@ class Registry:
     # ---------------------------------------------------------------- champion and history
     @property
     def champion_url(self) -> str:
-        return io.join(self.url, CHAMPION_FILE)
+        return storage.join(self.url, CHAMPION_FILE)
 
     def champion(self) -> ModelRecord | None:
         """The current champion, or ``None`` before the first promotion."""
-        if not io.exists(self.champion_url):
+        if not storage.exists(self.champion_url):
             return None
         try:
-            obj = io.read_json(self.champion_url)
+            obj = storage.read_json(self.champion_url)
         except json.JSONDecodeError as exc:
             raise RegistryError(f"{self.champion_url}: not valid JSON ({exc})") from exc
         return ModelRecord.from_dict(obj["champion"], source=self.champion_url)
 
     def history(self) -> list[dict[str, Any]]:
         """Every event ever recorded, oldest first (names sort by UTC time)."""
-        hist = io.join(self.url, HISTORY_DIR)
-        return [io.read_json(io.join(hist, n)) for n in io.listdir(hist) if n.endswith(".json")]
+        hist = storage.join(self.url, HISTORY_DIR)
+        return [
+            storage.read_json(storage.join(hist, n))
+            for n in storage.listdir(hist)
+            if n.endswith(".json")
+        ]
 
     def _append(self, event: dict[str, Any]) -> str:
         stamp = event["time"].replace(":", "").replace("-", "")
         name = f"{stamp}-{_safe(event['run_id'])}-{event['event']}-{uuid.uuid4().hex[:6]}.json"
-        url = io.join(self.url, HISTORY_DIR, name)
-        io.write_json_atomic(url, event)
+        url = storage.join(self.url, HISTORY_DIR, name)
+        storage.write_json_atomic(url, event)
         return url
 
     def promote(
@@ -204,7 +208,7 @@ class Registry:
                 f"{self.champion_url} changed during promotion (now {now.run_id if now else None!r}); "
                 "re-run the promotion"
             )
-        io.write_json_atomic(
+        storage.write_json_atomic(
             self.champion_url,
             {
                 "champion": record.to_dict(),
@@ -215,7 +219,7 @@ class Registry:
 
     # ---------------------------------------------------------------- seen videos
     def _versions_url(self, dataset_name: str) -> str:
-        return io.join(self.url, DATASETS_DIR, _safe(dataset_name), "versions")
+        return storage.join(self.url, DATASETS_DIR, _safe(dataset_name), "versions")
 
     def record_dataset_version(
         self,
@@ -227,8 +231,8 @@ class Registry:
         source_url: str = "",
     ) -> str:
         """Record which videos ``dataset_version`` processed (rewrites that version's manifest)."""
-        url = io.join(self._versions_url(dataset_name), f"{_safe(dataset_version)}.json")
-        io.write_json_atomic(
+        url = storage.join(self._versions_url(dataset_name), f"{_safe(dataset_version)}.json")
+        storage.write_json_atomic(
             url,
             {
                 "dataset_name": dataset_name,
@@ -245,9 +249,9 @@ class Registry:
         """All recorded versions of a dataset: version -> manifest."""
         base = self._versions_url(dataset_name)
         out: dict[str, dict[str, Any]] = {}
-        for name in io.listdir(base):
+        for name in storage.listdir(base):
             if name.endswith(".json"):
-                obj = io.read_json(io.join(base, name))
+                obj = storage.read_json(storage.join(base, name))
                 out[str(obj["dataset_version"])] = obj
         return out
 

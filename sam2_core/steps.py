@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from sam2_core import io
+from sam2_core import storage
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ArtifactLike(Protocol):
 def output_url(art: ArtifactLike, *, storage_root: str = "", key: str = "") -> str:
     """Where a step writes ``art``'s content; records it as ``metadata["url"]``."""
     if storage_root:
-        url = io.join(storage_root, key) if key else storage_root
+        url = storage.join(storage_root, key) if key else storage_root
         os.makedirs(art.path, exist_ok=True)
     elif art.uri.startswith(REMOTE_SCHEMES):
         url = art.uri
@@ -183,7 +183,7 @@ def _manifest_videos(manifest: Any, dst: str) -> list[str]:
             return [str(v if isinstance(v, str) else getattr(v, "video_id", v)) for v in value]
     import pyarrow.parquet as pq
 
-    fs, path = io.get_fs(io.join(dst, "index.parquet"))
+    fs, path = storage.get_fs(storage.join(dst, "index.parquet"))
     with fs.open(path, "rb") as f:
         return sorted(
             {str(v) for v in pq.read_table(f, columns=["video_id"]).column("video_id").to_pylist()}
@@ -304,15 +304,15 @@ def train_step(
         PyTorchJobBackend(options).run(req)
     else:
         raise ValueError(f"launcher backend must be 'pytorchjob' or 'local', not {backend!r}")
-    final = io.join(out_dir, "model_final.pt")
-    if not io.exists(final):
+    final = storage.join(out_dir, "model_final.pt")
+    if not storage.exists(final):
         raise RuntimeError(f"training finished but {final} is missing")
     model.metadata.update(
         {
             "model_name": model_name,
             "model_uri": final,
-            "tensorboard": io.join(out_dir, "tensorboard"),
-            "checkpoints": io.join(out_dir, "checkpoints"),
+            "tensorboard": storage.join(out_dir, "tensorboard"),
+            "checkpoints": storage.join(out_dir, "checkpoints"),
             "run_id": run_id,
         }
     )
@@ -378,7 +378,7 @@ def evaluate_step(
     from sam2_core.eval.vos import evaluate_model
 
     uri = (
-        str(model.metadata.get("model_uri") or io.join(input_url(model), "model_final.pt"))
+        str(model.metadata.get("model_uri") or storage.join(input_url(model), "model_final.pt"))
         if model
         else model_uri
     )
@@ -414,19 +414,19 @@ def evaluate_step(
         if key in summary:
             metrics.metadata[key] = float(summary[key])
     metrics.metadata.update({"model_uri": uri, "split": split})
-    _copy_report(io.join(out, "report.html"), report)
+    _copy_report(storage.join(out, "report.html"), report)
     print(f"[evaluate] {uri}: J&F {jf:.3f}")
     return jf
 
 
 def _copy_report(src: str, report: ArtifactLike) -> None:
     """The HTML artifact is one small file at ``report.path`` (KFP uploads it on a cluster)."""
-    if not io.exists(src):
+    if not storage.exists(src):
         _write_placeholder_report(report, f"no report was written at {src}")
         return
     os.makedirs(os.path.dirname(report.path) or ".", exist_ok=True)
     with open(report.path, "wb") as f:
-        f.write(io.read_bytes(src))
+        f.write(storage.read_bytes(src))
 
 
 def _write_placeholder_report(report: ArtifactLike, text: str) -> None:
@@ -454,7 +454,7 @@ def promote_step(
     reg = Registry(registry_uri)
     record = ModelRecord(
         model_uri=str(
-            model.metadata.get("model_uri") or io.join(input_url(model), "model_final.pt")
+            model.metadata.get("model_uri") or storage.join(input_url(model), "model_final.pt")
         ),
         jf=challenger_jf,
         dataset_name=str(shards.metadata["dataset_name"]),

@@ -158,7 +158,7 @@ def _write_kfp(args: argparse.Namespace, result: object) -> None:
     if not args.kfp_metrics:
         return
     from sam2_core.eval.report import kfp_v1_metrics
-    from sam2_core.io import write_json_atomic
+    from sam2_core.storage import write_json_atomic
 
     write_json_atomic(args.kfp_metrics, kfp_v1_metrics(result))  # type: ignore[arg-type]
 

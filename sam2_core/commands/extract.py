@@ -65,10 +65,10 @@ def _selected_videos(args: argparse.Namespace) -> list[str] | None:
     if args.videos is not None:
         text = args.videos.replace(",", "\n")
     elif args.videos_file is not None:
-        from sam2_core import io as fio
+        from sam2_core import storage
 
         try:
-            text = fio.read_text(args.videos_file)
+            text = storage.read_text(args.videos_file)
         except FileNotFoundError as e:
             raise ValueError(f"{args.videos_file}: videos file not found") from e
     else:

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam2_core import io
+    from sam2_core import storage
     from sam2_core.registry import ModelRecord, Registry
 
     reg = Registry(args.registry)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     metrics: dict = {}
     jf = args.jf
     if args.summary:
-        metrics = io.read_json(args.summary)
+        metrics = storage.read_json(args.summary)
         if "J&F" not in metrics:
             print(f"sam2kf promote: {args.summary} has no 'J&F' key")
             return 2

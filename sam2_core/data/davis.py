@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from sam2_core import io as fio
+from sam2_core import storage
 from sam2_core.data.files import (
     FrameFileLoader,
     PaletteObjectLoader,
@@ -41,12 +41,12 @@ RESOLUTIONS = ("480p", "Full-Resolution")
 
 def resolution_dirs(url: str, resolution: str | None = None) -> tuple[str, str]:
     """``(frames root, annotations root)``, using a resolution subfolder when present."""
-    frames, annots = fio.join(url, "JPEGImages"), fio.join(url, "Annotations")
+    frames, annots = storage.join(url, "JPEGImages"), storage.join(url, "Annotations")
     sub = {n for n, d in list_entries(frames) if d}
     choices = [resolution] if resolution else list(RESOLUTIONS)
     for res in choices:
         if res in sub:
-            return fio.join(frames, res), fio.join(annots, res)
+            return storage.join(frames, res), storage.join(annots, res)
     if resolution:
         raise DataError(f"{frames}: no {resolution!r} subfolder")
     return frames, annots
@@ -55,10 +55,10 @@ def resolution_dirs(url: str, resolution: str | None = None) -> tuple[str, str]:
 def split_ids(url: str, split: str) -> list[str]:
     """Video ids of a split from ``ImageSets/<year>/<split>.txt``, ``ImageSets/<split>.txt``
     or ``<split>.txt``."""
-    tried = [fio.join(url, "ImageSets", y, f"{split}.txt") for y in ("2017", "2016", "2019")]
-    tried += [fio.join(url, "ImageSets", f"{split}.txt"), fio.join(url, f"{split}.txt")]
+    tried = [storage.join(url, "ImageSets", y, f"{split}.txt") for y in ("2017", "2016", "2019")]
+    tried += [storage.join(url, "ImageSets", f"{split}.txt"), storage.join(url, f"{split}.txt")]
     for cand in tried:
-        if fio.exists(cand):
+        if storage.exists(cand):
             return [check_video_id(v, source=cand) for v in read_list_file(cand)]
     raise DataError(f"{url}: split {split!r} has no video list (looked for {', '.join(tried)})")
 
@@ -73,16 +73,16 @@ def read_davis_video(frames_root: str, annots_root: str, video_id: str) -> Video
     from PIL import Image
 
     check_video_id(video_id, source=frames_root)
-    frame_dir = fio.join(frames_root, video_id)
+    frame_dir = storage.join(frames_root, video_id)
     names = list_frames(frame_dir, (".jpg", ".jpeg", ".png"))
     if not names:
         raise DataError(f"{frame_dir}: no frames")
-    ann_dir = fio.join(annots_root, video_id)
+    ann_dir = storage.join(annots_root, video_id)
     pngs = {i: n for i, n in list_frames(ann_dir, (".png",)).items() if i in names}
     height = width = 0
     ids: set[int] = set()
     for _, name in sorted(pngs.items()):
-        arr = read_png_array(fio.join(ann_dir, name))
+        arr = read_png_array(storage.join(ann_dir, name))
         if height == 0:
             height, width = arr.shape
         elif arr.shape != (height, width):
@@ -93,13 +93,13 @@ def read_davis_video(frames_root: str, annots_root: str, video_id: str) -> Video
         ids.update(int(v) for v in np.unique(arr))
     ids -= {0, VOID}
     if height == 0:  # no annotations at all (e.g. a test split): size from the first image
-        fs, path = fio.get_fs(fio.join(frame_dir, names[min(names)]))
+        fs, path = storage.get_fs(storage.join(frame_dir, names[min(names)]))
         with fs.open(path, "rb") as f, Image.open(f) as im:
             height, width = im.height, im.width
     objects = {}
     for oid in sorted(ids):
         masks: dict[int, LazyMask] = {
-            fidx: CallableMask(PaletteObjectLoader(fio.join(ann_dir, name), oid))
+            fidx: CallableMask(PaletteObjectLoader(storage.join(ann_dir, name), oid))
             for fidx, name in sorted(pngs.items())
         }
         objects[oid] = VideoObject(obj_id=oid, masks=masks)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from sam2_core import io as fio
+from sam2_core import storage
 from sam2_core.data.rle import encode_rle
 
 #: Frame sizes ``(height, width)`` used in turn by the videos. Sides are even (yuv420p needs
@@ -348,9 +348,9 @@ def write_demo_dataset(
         frames, masks = render_demo_video(
             i, num_frames=num_frames, seed=seed, size=(int(size[0]), int(size[1]))
         )
-        fio.write_bytes_atomic(fio.join(dst, f"{vid}.mp4"), encode_mp4(frames))
-        fio.write_json_atomic(
-            fio.join(dst, f"{vid}_manual.json"), sav_annotation(vid, masks), indent=None
+        storage.write_bytes_atomic(storage.join(dst, f"{vid}.mp4"), encode_mp4(frames))
+        storage.write_json_atomic(
+            storage.join(dst, f"{vid}_manual.json"), sav_annotation(vid, masks), indent=None
         )
         ids.append(vid)
     return ids

@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sam2_core import io as fio
+from sam2_core import storage
 from sam2_core.data.records import DataError
 from sam2_core.data.sav import (
     FRAMES_DIR,
@@ -102,16 +102,16 @@ class VideoTask:
 
 
 def marker_url(dst: str, video_id: str) -> str:
-    return fio.join(dst, MARKER_DIR, f"{video_id}.json")
+    return storage.join(dst, MARKER_DIR, f"{video_id}.json")
 
 
 def is_video_done(task: VideoTask) -> bool:
     """A video is done when its marker exists and was written with the same settings."""
     url = marker_url(task.dst, task.video_id)
-    if not fio.exists(url):
+    if not storage.exists(url):
         return False
     try:
-        marker = fio.read_json(url)
+        marker = storage.read_json(url)
     except (OSError, ValueError):
         return False
     return all(marker.get(k) == v for k, v in task.settings().items())
@@ -119,10 +119,10 @@ def is_video_done(task: VideoTask) -> bool:
 
 def _video_outputs(dst: str, vid: str) -> list[str]:
     return [
-        fio.join(dst, FRAMES_DIR, vid),
-        fio.join(dst, MASKS_DIR, vid),
-        fio.join(dst, JSON_DIR, f"{vid}_manual.json"),
-        fio.join(dst, JSON_DIR, f"{vid}_auto.json"),
+        storage.join(dst, FRAMES_DIR, vid),
+        storage.join(dst, MASKS_DIR, vid),
+        storage.join(dst, JSON_DIR, f"{vid}_manual.json"),
+        storage.join(dst, JSON_DIR, f"{vid}_auto.json"),
         marker_url(dst, vid),
     ]
 
@@ -131,7 +131,7 @@ def remove_video_outputs(dst: str, vid: str) -> None:
     """Delete everything a (half-finished) earlier run wrote for ``vid``."""
     for url in _video_outputs(dst, vid):
         with contextlib.suppress(FileNotFoundError):
-            fio.remove(url)
+            storage.remove(url)
 
 
 class _Staging:
@@ -142,9 +142,9 @@ class _Staging:
 
     def __init__(self, dst: str) -> None:
         self.dst = dst
-        self.remote = not fio.is_local(dst)
+        self.remote = not storage.is_local(dst)
         self.root = (
-            tempfile.mkdtemp(prefix="sam2kf-extract-") if self.remote else fio.get_fs(dst)[1]
+            tempfile.mkdtemp(prefix="sam2kf-extract-") if self.remote else storage.get_fs(dst)[1]
         )
         self.written: list[str] = []
 
@@ -158,7 +158,7 @@ class _Staging:
     def upload(self) -> None:
         if not self.remote or not self.written:
             return
-        fs, base = fio.get_fs(self.dst)
+        fs, base = storage.get_fs(self.dst)
         lpaths = [os.path.join(self.root, r) for r in self.written]
         rpaths = [f"{base.rstrip('/')}/{r}" for r in self.written]
         fs.put(lpaths, rpaths)
@@ -171,10 +171,10 @@ class _Staging:
 @contextlib.contextmanager
 def _local_copy(url: str) -> Iterator[str]:
     """A local path for ``url``: itself when local, else a downloaded temp copy."""
-    if fio.is_local(url):
-        yield fio.get_fs(url)[1]
+    if storage.is_local(url):
+        yield storage.get_fs(url)[1]
         return
-    fs, path = fio.get_fs(url)
+    fs, path = storage.get_fs(url)
     tmpdir = tempfile.mkdtemp(prefix="sam2kf-src-")
     try:
         local = os.path.join(tmpdir, os.path.basename(path))
@@ -188,9 +188,9 @@ def _load_json(url: str) -> tuple[bytes, dict[str, Any]] | None:
     """Raw bytes and parsed content of an SA-V annotation JSON, or None when absent."""
     from sam2_core.data.sav import load_annotation
 
-    if not fio.exists(url):
+    if not storage.exists(url):
         return None
-    return fio.read_bytes(url), load_annotation(url)
+    return storage.read_bytes(url), load_annotation(url)
 
 
 def extract_video(task: VideoTask) -> tuple[int, str | None]:
@@ -223,7 +223,7 @@ def extract_video(task: VideoTask) -> tuple[int, str | None]:
         stage.close()
     marker = {"video_id": task.video_id, "frames": kept, "frame_count": total, **task.settings()}
     marker.update({"height": h, "width": w, "source": task.mp4_url})
-    fio.write_json_atomic(marker_url(task.dst, task.video_id), marker)
+    storage.write_json_atomic(marker_url(task.dst, task.video_id), marker)
     return kept, (None if loaded is not None else f"no annotation file {task.ann_url}")
 
 
@@ -418,7 +418,7 @@ def extract_dataset(
         tasks = _select(tasks, videos, src=src, failed=summary.failed)
     # Created before any frame is written: from now on readers of DST show only the videos
     # that have a completion marker, never a half-extracted one.
-    fio.write_text_atomic(fio.join(dst, MARKER_DIR, "README.txt"), _MARKER_README)
+    storage.write_text_atomic(storage.join(dst, MARKER_DIR, "README.txt"), _MARKER_README)
     todo = []
     for t in tasks:
         if is_video_done(t):
@@ -432,7 +432,7 @@ def extract_dataset(
     _drive(todo, workers, summary, progress=progress, t0=t0)
     summary.ok = sorted(set(summary.skipped) | set(summary.ok))
     summary.seconds = time.perf_counter() - t0
-    fio.write_json_atomic(fio.join(dst, SUMMARY_NAME), summary.to_json())
+    storage.write_json_atomic(storage.join(dst, SUMMARY_NAME), summary.to_json())
     return summary
 
 
@@ -478,4 +478,4 @@ def _drive(
 
 def load_summary(dst: str) -> dict[str, Any]:
     """The ``extract_summary.json`` of a destination."""
-    return dict(json.loads(fio.read_text(fio.join(dst, SUMMARY_NAME))))
+    return dict(json.loads(storage.read_text(storage.join(dst, SUMMARY_NAME))))

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sam2_core import io as fio
+from sam2_core import storage
 from sam2_core.data.records import DataError
 
 
 def list_entries(url: str) -> list[tuple[str, bool]]:
     """``(name, is_dir)`` of the direct children of ``url``, sorted by name; [] if absent."""
-    fs, path = fio.get_fs(url)
+    fs, path = storage.get_fs(url)
     try:
         if not fs.exists(path):
             return []
@@ -59,7 +59,7 @@ def list_frames(dir_url: str, suffixes: tuple[str, ...]) -> dict[int, str]:
 
 def read_list_file(url: str) -> list[str]:
     """Non-empty, stripped lines of a text file (DAVIS ImageSets, SA-V ``sav_val.txt``)."""
-    return [ln.strip() for ln in fio.read_text(url).splitlines() if ln.strip()]
+    return [ln.strip() for ln in storage.read_text(url).splitlines() if ln.strip()]
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class FrameFileLoader:
         name = self.names.get(frame_index)
         if name is None:
             raise KeyError(f"{self.dir_url}: no frame {frame_index}")
-        return fio.read_bytes(fio.join(self.dir_url, name))
+        return storage.read_bytes(storage.join(self.dir_url, name))
 
 
 @functools.lru_cache(maxsize=16)
@@ -85,7 +85,7 @@ def read_png_array(url: str) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(fio.read_bytes(url))) as im:
+        with Image.open(io.BytesIO(storage.read_bytes(url))) as im:
             arr = np.array(im if im.mode in ("P", "L", "1") else im.convert("L"))
     except OSError as e:
         raise DataError(f"{url}: cannot read PNG ({e})") from e

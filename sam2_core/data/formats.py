@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from sam2_core import io as fio
+from sam2_core import storage
 from sam2_core.data.files import list_entries
 from sam2_core.data.records import DataError, VideoRecord
 
@@ -44,7 +44,7 @@ def detect_format(url: str) -> str:
     """
     if url.rstrip("/").endswith(".parquet"):
         return "parquet"
-    if not fio.exists(url):
+    if not storage.exists(url):
         raise DataError(f"{url}: dataset not found")
     entries = [(n, d) for n, d in list_entries(url) if not n.startswith(".")]
     if not entries:
@@ -53,7 +53,7 @@ def detect_format(url: str) -> str:
     if fmt is not None:
         return fmt
     for name in [n for n, d in entries if d][:5]:
-        sub = _classify(list_entries(fio.join(url, name)))
+        sub = _classify(list_entries(storage.join(url, name)))
         if sub in ("sav_raw", "sa1b"):
             return sub
     raise DataError(

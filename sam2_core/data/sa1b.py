@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sam2_core import io as fio
+from sam2_core import storage
 from sam2_core.data.files import FrameFileLoader, list_entries
 from sam2_core.data.records import DataError, RleMask, VideoObject, VideoRecord, check_video_id
 from sam2_core.data.rle import rle_area
@@ -21,12 +21,12 @@ def list_sa1b_images(url: str) -> list[tuple[str, str]]:
     found: dict[str, str] = {}
     entries = list_entries(url)
     folders = [(url, entries)]
-    folders += [(fio.join(url, n), list_entries(fio.join(url, n))) for n, d in entries if d]
+    folders += [(storage.join(url, n), list_entries(storage.join(url, n))) for n, d in entries if d]
     for folder, items in folders:
         for name, is_dir in items:
             if is_dir or not name.startswith("sa_") or not name.lower().endswith(".jpg"):
                 continue
-            stem = check_video_id(name[: -len(".jpg")], source=fio.join(folder, name))
+            stem = check_video_id(name[: -len(".jpg")], source=storage.join(folder, name))
             if stem in found:
                 raise DataError(f"image {stem!r} appears twice: {found[stem]} and {folder}")
             found[stem] = folder
@@ -35,9 +35,9 @@ def list_sa1b_images(url: str) -> list[tuple[str, str]]:
 
 def read_sa1b_image(folder: str, stem: str) -> VideoRecord:
     """One SA-1B image as a one-frame video (frame index 0), masks validated against its size."""
-    json_url = fio.join(folder, f"{stem}.json")
+    json_url = storage.join(folder, f"{stem}.json")
     try:
-        data = fio.read_json(json_url)
+        data = storage.read_json(json_url)
     except FileNotFoundError:
         raise DataError(f"{json_url}: annotation file not found") from None
     except ValueError as e:
@@ -67,7 +67,7 @@ def read_sa1b_image(folder: str, stem: str) -> VideoRecord:
         annotated_indices=[0],
         objects=objects,
         load_image_bytes=FrameFileLoader(folder, {0: f"{stem}.jpg"}),
-        source=fio.join(folder, f"{stem}.jpg"),
+        source=storage.join(folder, f"{stem}.jpg"),
     )
 
 

@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from sam2_core import io as fio
+from sam2_core import storage
 from sam2_core.data.files import (
     BinaryPngLoader,
     FrameFileLoader,
@@ -52,7 +52,7 @@ ANNOTATION_KINDS = ("manual", "auto")
 def load_annotation(url: str) -> dict[str, Any]:
     """Read and structurally check an SA-V annotation JSON (``masklet`` lists agree in length)."""
     try:
-        ann = fio.read_json(url)
+        ann = storage.read_json(url)
     except FileNotFoundError:
         raise DataError(f"{url}: annotation file not found") from None
     except ValueError as e:
@@ -180,12 +180,12 @@ def list_raw_videos(url: str, *, errors: dict[str, str] | None = None) -> list[t
     subdirs = [name for name, is_dir in entries if is_dir and not name.startswith((".", "_"))]
     candidates = [(url, name) for name, is_dir in entries if not is_dir]
     for sub in subdirs:
-        sub_url = fio.join(url, sub)
+        sub_url = storage.join(url, sub)
         candidates += [(sub_url, n) for n, d in list_entries(sub_url) if not d]
     for parent, name in candidates:
         if not name.lower().endswith(".mp4") or name.startswith("."):
             continue
-        mp4 = fio.join(parent, name)
+        mp4 = storage.join(parent, name)
         try:
             vid = check_video_id(name[: -len(".mp4")], source=mp4)
             if vid in found:
@@ -203,7 +203,7 @@ def annotation_url(mp4_url: str, video_id: str, kind: str = "manual") -> str:
     if kind not in ANNOTATION_KINDS:
         raise ValueError(f"annotations must be one of {ANNOTATION_KINDS}, not {kind!r}")
     parent = mp4_url.rsplit("/", 1)[0] if "/" in mp4_url else "."
-    return fio.join(parent, f"{video_id}_{kind}.json")
+    return storage.join(parent, f"{video_id}_{kind}.json")
 
 
 def read_raw_video(
@@ -268,21 +268,21 @@ def iter_sav_raw(
 def _split_ids(url: str, split: str) -> list[str]:
     """Video ids of a split from ``<split>.txt``, ``sav_<split>.txt`` or ``ImageSets/<split>.txt``."""
     tried = [
-        fio.join(url, f"{split}.txt"),
-        fio.join(url, f"sav_{split}.txt"),
-        fio.join(url, "ImageSets", f"{split}.txt"),
+        storage.join(url, f"{split}.txt"),
+        storage.join(url, f"sav_{split}.txt"),
+        storage.join(url, "ImageSets", f"{split}.txt"),
     ]
     for cand in tried:
-        if fio.exists(cand):
+        if storage.exists(cand):
             return [check_video_id(v, source=cand) for v in read_list_file(cand)]
     raise DataError(f"{url}: split {split!r} has no video list (looked for {', '.join(tried)})")
 
 
 def completed_videos(url: str) -> set[str] | None:
     """Ids with an extraction completion marker, or None when ``url`` is not extract output."""
-    marker_dir = fio.join(url, MARKER_DIR)
+    marker_dir = storage.join(url, MARKER_DIR)
     entries = list_entries(marker_dir)
-    if not entries and not fio.exists(marker_dir):
+    if not entries and not storage.exists(marker_dir):
         return None
     return {n[: -len(".json")] for n, d in entries if not d and n.endswith(".json")}
 
@@ -291,7 +291,7 @@ def _image_size(url: str) -> tuple[int, int]:
     """``(height, width)`` from an image header (reads only the first bytes)."""
     from PIL import Image
 
-    fs, path = fio.get_fs(url)
+    fs, path = storage.get_fs(url)
     with fs.open(path, "rb", block_size=1 << 16) as f, Image.open(f) as im:
         return int(im.height), int(im.width)
 
@@ -299,14 +299,14 @@ def _image_size(url: str) -> tuple[int, int]:
 def read_frames_video(url: str, video_id: str, *, annotations: str = "manual") -> VideoRecord:
     """One video of the SA-V frame layout (JSON annotations preferred over per-object PNGs)."""
     check_video_id(video_id, source=url)
-    frame_dir = fio.join(url, FRAMES_DIR, video_id)
+    frame_dir = storage.join(url, FRAMES_DIR, video_id)
     names = list_frames(frame_dir, (".jpg", ".jpeg"))
     if not names:
         raise DataError(f"{frame_dir}: no JPEG frames")
     indices = sorted(names)
-    height, width = _image_size(fio.join(frame_dir, names[indices[0]]))
-    ann_url = fio.join(url, JSON_DIR, f"{video_id}_{annotations}.json")
-    if fio.exists(ann_url):
+    height, width = _image_size(storage.join(frame_dir, names[indices[0]]))
+    ann_url = storage.join(url, JSON_DIR, f"{video_id}_{annotations}.json")
+    if storage.exists(ann_url):
         ann = load_annotation(ann_url)
         validate_annotation(ann, source=ann_url, height=height, width=width)
         jc = ann.get("video_frame_count")
@@ -316,7 +316,7 @@ def read_frames_video(url: str, video_id: str, *, annotations: str = "manual") -
             )
         objects, annotated = objects_from_annotation(ann, frames=set(indices))
     else:
-        objects, annotated = _png_objects(fio.join(url, MASKS_DIR, video_id), set(indices))
+        objects, annotated = _png_objects(storage.join(url, MASKS_DIR, video_id), set(indices))
     return VideoRecord(
         video_id=video_id,
         height=height,
@@ -339,11 +339,11 @@ def _png_objects(mask_dir: str, frames: set[int]) -> tuple[dict[int, VideoObject
             oid = int(name)
         except ValueError:
             raise DataError(f"{mask_dir}/{name}: object folder name is not a number") from None
-        obj_dir = fio.join(mask_dir, name)
+        obj_dir = storage.join(mask_dir, name)
         masks: dict[int, LazyMask] = {}
         for fidx, fname in list_frames(obj_dir, (".png",)).items():
             if fidx in frames:
-                masks[fidx] = CallableMask(BinaryPngLoader(fio.join(obj_dir, fname)))
+                masks[fidx] = CallableMask(BinaryPngLoader(storage.join(obj_dir, fname)))
         objects[oid] = VideoObject(obj_id=oid, masks=dict(sorted(masks.items())))
         annotated.update(masks)
     return objects, sorted(annotated)
@@ -353,7 +353,9 @@ def iter_sav_frames(
     url: str, *, annotations: str = "manual", split: str | None = None
 ) -> Iterator[VideoRecord]:
     """Records of the SA-V val/test frame layout (or extract output: only completed videos)."""
-    vids = [n for n, d in list_entries(fio.join(url, FRAMES_DIR)) if d and not n.startswith(".")]
+    vids = [
+        n for n, d in list_entries(storage.join(url, FRAMES_DIR)) if d and not n.startswith(".")
+    ]
     done = completed_videos(url)
     if done is not None:
         vids = [v for v in vids if v in done]  # half-extracted videos are invisible

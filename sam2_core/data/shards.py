@@ -40,7 +40,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sam2_core import io
+from sam2_core import storage
 from sam2_core.data.records import DataError, RleMask, VideoObject, VideoRecord, check_video_id
 
 log = logging.getLogger(__name__)
@@ -207,20 +207,20 @@ class ShardIndex:
         sha256) from what the manifest recorded.
         """
         url = url.rstrip("/")
-        murl = io.join(url, MANIFEST)
-        if not io.exists(murl):
+        murl = storage.join(url, MANIFEST)
+        if not storage.exists(murl):
             raise DataError(
                 f"{url}: no {MANIFEST}; not a complete shard directory (sharding unfinished "
                 "or failed). Run `sam2kf shard SRC DST` again."
             )
-        manifest = ShardManifest.from_json(io.read_json(murl), source=murl)
+        manifest = ShardManifest.from_json(storage.read_json(murl), source=murl)
         if manifest.schema_version != SCHEMA_VERSION or manifest.format != FORMAT_NAME:
             raise DataError(
                 f"{murl}: format {manifest.format!r} v{manifest.schema_version}, this version "
                 f"reads {FORMAT_NAME!r} v{SCHEMA_VERSION}"
             )
         sizes = _sizes(url)
-        index_bytes = io.read_bytes(io.join(url, INDEX)) if INDEX in sizes else None
+        index_bytes = storage.read_bytes(storage.join(url, INDEX)) if INDEX in sizes else None
         if index_bytes is None or hashlib.sha256(index_bytes).hexdigest() != manifest.index_sha256:
             raise DataError(f"{url}/{INDEX}: missing or does not match {MANIFEST}")
         for s in manifest.shards:
@@ -230,7 +230,7 @@ class ShardIndex:
                     " (missing, truncated or rewritten shard)"
                 )
             if verify:
-                digest = _sha256_url(io.join(url, s.file))
+                digest = _sha256_url(storage.join(url, s.file))
                 if digest != s.sha256:
                     raise DataError(f"{url}/{s.file}: sha256 differs from {MANIFEST}")
         videos = _read_index(index_bytes, source=f"{url}/{INDEX}")
@@ -246,7 +246,7 @@ class ShardIndex:
 
 
 def _sizes(url: str) -> dict[str, int]:
-    fs, path = io.get_fs(url)
+    fs, path = storage.get_fs(url)
     out: dict[str, int] = {}
     try:
         for e in fs.ls(path, detail=True):
@@ -257,7 +257,7 @@ def _sizes(url: str) -> dict[str, int]:
 
 
 def _sha256_url(url: str) -> str:
-    fs, path = io.get_fs(url)
+    fs, path = storage.get_fs(url)
     h = hashlib.sha256()
     with fs.open(path, "rb") as f:
         while chunk := f.read(8 << 20):
@@ -300,8 +300,8 @@ class ShardReader:
         if len(self._open) >= self.max_open:
             old = next(iter(self._open))
             self._open.pop(old)[0].close()
-        fs, path = io.get_fs(io.join(self.url, shard))
-        if io.is_local(self.url):
+        fs, path = storage.get_fs(storage.join(self.url, shard))
+        if storage.is_local(self.url):
             handle: Any = open(path, "rb")  # noqa: SIM115 - kept open in the LRU
         else:
             handle = fs.open(path, "rb", cache_type="none")
@@ -495,7 +495,7 @@ class _ShardWriter:
 
     def _start(self, split: str) -> None:
         name = shard_name(len(self.infos))
-        self._ctx = io.open_atomic(io.join(self.dst, name), "wb")
+        self._ctx = storage.open_atomic(storage.join(self.dst, name), "wb")
         f = self._ctx.__enter__()
         self._sink = _HashingSink(f)
         self._writer = pq.ParquetWriter(
@@ -679,9 +679,9 @@ def write_shards(
     )
 
     dst = dst.rstrip("/")
-    io.makedirs(dst)
+    storage.makedirs(dst)
     # A previous manifest would vouch for files we are about to replace: drop it first.
-    io.remove(io.join(dst, MANIFEST), recursive=False)
+    storage.remove(storage.join(dst, MANIFEST), recursive=False)
     writer = _ShardWriter(
         dst, shard_bytes=int(shard_size_mb * 2**20), row_group_bytes=int(row_group_mb * 2**20)
     )
@@ -700,11 +700,11 @@ def write_shards(
         if bar is not None:
             bar.close()
     index_bytes = _index_bytes(writer.entries)
-    io.write_bytes_atomic(io.join(dst, INDEX), index_bytes)
+    storage.write_bytes_atomic(storage.join(dst, INDEX), index_bytes)
     keep = {s.file for s in writer.infos}
-    for name in io.listdir(dst):
+    for name in storage.listdir(dst):
         if name.startswith("shard-") and name.endswith(".parquet") and name not in keep:
-            io.remove(io.join(dst, name), recursive=False)
+            storage.remove(storage.join(dst, name), recursive=False)
     counts: dict[str, dict[str, int]] = {}
     for e in writer.entries:
         c = counts.setdefault(e.split, {"videos": 0, "frames": 0})
@@ -728,7 +728,7 @@ def write_shards(
             "seed": seed,
         },
     )
-    io.write_json_atomic(io.join(dst, MANIFEST), manifest.to_json())
+    storage.write_json_atomic(storage.join(dst, MANIFEST), manifest.to_json())
     log.info(
         "wrote %d videos, %d frames in %d shards to %s",
         manifest.num_videos,

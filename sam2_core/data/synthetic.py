@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from sam2_core import io
+from sam2_core import storage
 from sam2_core.data.records import RleMask, VideoObject, VideoRecord
 from sam2_core.data.rle import encode_rle
 
@@ -126,8 +126,8 @@ def write_frame_folders(records: list[VideoRecord], dst: str) -> None:
     """
     for rec in records:
         for fi in rec.frame_indices:
-            io.write_bytes_atomic(
-                io.join(dst, "JPEGImages_24fps", rec.video_id, f"{fi:05d}.jpg"),
+            storage.write_bytes_atomic(
+                storage.join(dst, "JPEGImages_24fps", rec.video_id, f"{fi:05d}.jpg"),
                 rec.image_bytes(fi),
             )
         ids = rec.obj_ids
@@ -148,7 +148,7 @@ def write_frame_folders(records: list[VideoRecord], dst: str) -> None:
             "masklet_num": len(ids),
             "annotation_every": step,
         }
-        io.write_bytes_atomic(
-            io.join(dst, "Annotations_json", f"{rec.video_id}_manual.json"),
+        storage.write_bytes_atomic(
+            storage.join(dst, "Annotations_json", f"{rec.video_id}_manual.json"),
             json.dumps(ann).encode(),
         )

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sam2_core import io as fio
+from sam2_core import storage
 from sam2_core.data.records import DataError
 
 
@@ -29,7 +29,7 @@ class VideoInfo:
 
 
 def file_size(url: str) -> int:
-    fs, path = fio.get_fs(url)
+    fs, path = storage.get_fs(url)
     try:
         return int(fs.size(path))
     except FileNotFoundError:
@@ -46,9 +46,9 @@ def open_video(url: str) -> Iterator[Any]:
 
     if file_size(url) == 0:
         raise DataError(f"{url}: zero-byte video file")
-    fs, path = fio.get_fs(url)
+    fs, path = storage.get_fs(url)
     try:
-        if fio.is_local(url):
+        if storage.is_local(url):
             container = av.open(path)
         else:
             # Remote: read through fsspec; small blocks because FFmpeg seeks to the moov atom.

@@ -401,7 +401,7 @@ class JFResult:
 
     def write(self, out_dir: str, *, per_frame: bool = True) -> dict[str, str]:
         """Write ``results.csv``, ``summary.json``, ``per_video.csv`` (and ``per_frame.json``)."""
-        from sam2_core.io import join, write_json_atomic, write_text_atomic
+        from sam2_core.storage import join, write_json_atomic, write_text_atomic
 
         paths = {
             "results_csv": join(out_dir, "results.csv"),

@@ -292,7 +292,7 @@ def write_report(
             without it (or without ``pred_dir``) the report has no strips.
         worst: number of worst videos (lowest J&F) that get a strip of their worst object.
     """
-    from sam2_core.io import write_text_atomic
+    from sam2_core.storage import write_text_atomic
 
     parts = [f"<h1>{html.escape(title)}</h1>"]
     proto = "first and last frames skipped" if result.skip_first_and_last else "all frames"
@@ -384,18 +384,18 @@ def _video_jf(v: VideoScores) -> float:
 
 def load_result_dir(path: str) -> JFResult:
     """Scores of an earlier run from its ``per_frame.json`` (written by ``JFResult.write``)."""
-    from sam2_core import io as sio
+    from sam2_core import storage
     from sam2_core.eval.vos import _video_scores_from_json
 
     # ``path`` may be a local folder or an object-store URL (sam2kf evaluate --out gs://...)
-    pf = sio.join(path, "per_frame.json")
-    if not sio.exists(pf):
+    pf = storage.join(path, "per_frame.json")
+    if not storage.exists(pf):
         raise FileNotFoundError(f"{path}: no per_frame.json (not an evaluation output folder)")
-    objs = sio.read_json(pf)
+    objs = storage.read_json(pf)
     skip = True
-    sj = sio.join(path, "summary.json")
-    if sio.exists(sj):
-        skip = bool(sio.read_json(sj).get("skip_first_and_last", True))
+    sj = storage.join(path, "summary.json")
+    if storage.exists(sj):
+        skip = bool(storage.read_json(sj).get("skip_first_and_last", True))
     by_video: dict[str, list[dict[str, Any]]] = {}
     for o in objs:
         by_video.setdefault(o["video"], []).append(o)

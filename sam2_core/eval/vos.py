@@ -502,9 +502,9 @@ def evaluate_model(
     s3://): see :func:`_evaluate_remote`.
     """
     arguments = dict(locals())  # first statement: exactly the arguments
-    from sam2_core import io as sio
+    from sam2_core import storage
 
-    if not all(sio.is_local(u) for u in (out, tensorboard_dir, compare_dir) if u):
+    if not all(storage.is_local(u) for u in (out, tensorboard_dir, compare_dir) if u):
         return _evaluate_remote(arguments)
     from tqdm import tqdm
 
@@ -543,7 +543,7 @@ def evaluate_model(
                 write_all_frames=write_all_frames,
                 device=dev,
             )
-            from sam2_core.io import write_json_atomic
+            from sam2_core.storage import write_json_atomic
 
             write_json_atomic(marker, _video_scores_to_json(vs), indent=None)
             scored.append(vs)
@@ -588,7 +588,7 @@ def evaluate_model(
 
         log_tensorboard(tensorboard_dir, result)
     summary["files"] = paths
-    from sam2_core.io import write_json_atomic
+    from sam2_core.storage import write_json_atomic
 
     write_json_atomic(os.path.join(out, "summary.json"), summary)
     return summary
@@ -608,7 +608,7 @@ def _evaluate_remote(kwargs: dict[str, Any]) -> dict[str, Any]:
     """
     import tempfile
 
-    from sam2_core import io as sio
+    from sam2_core import storage
     from sam2_core.train.tb_mirror import TensorBoardMirror
 
     out = str(kwargs["out"])
@@ -618,11 +618,13 @@ def _evaluate_remote(kwargs: dict[str, Any]) -> dict[str, Any]:
         if tb is not None:
             stack.callback(tb.close)  # final upload of the event files, also after a failure
         compare = kwargs["compare_dir"]
-        if compare and not sio.is_local(compare):
+        if compare and not storage.is_local(compare):
             local_cmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="sam2kf-cmp-"))
-            sio.download_dir(compare, local_cmp)
+            storage.download_dir(compare, local_cmp)
             compare = local_cmp
-        local_out = stack.enter_context(sio.staged_dir(out, last=("summary.json",), skip=uploaded))
+        local_out = stack.enter_context(
+            storage.staged_dir(out, last=("summary.json",), skip=uploaded)
+        )
         if kwargs["resume"]:
             uploaded.update(_download_finished_videos(out, local_out))
 
@@ -631,7 +633,7 @@ def _evaluate_remote(kwargs: dict[str, Any]) -> dict[str, Any]:
             marker = f"{PROGRESS_DIR}/{video_id}.json"
             for rel in [*files, marker]:  # the marker last: it vouches for the predictions
                 with open(os.path.join(local_out, *rel.split("/")), "rb") as f:
-                    sio.write_bytes_atomic(sio.join(out, rel), f.read())
+                    storage.write_bytes_atomic(storage.join(out, rel), f.read())
                 uploaded.add(rel)
 
         summary = evaluate_model(
@@ -646,13 +648,13 @@ def _evaluate_remote(kwargs: dict[str, Any]) -> dict[str, Any]:
 
         def rebase(v: Any) -> Any:
             if isinstance(v, str) and v.startswith(local_out):
-                return sio.join(out, os.path.relpath(v, local_out).replace(os.sep, "/"))
+                return storage.join(out, os.path.relpath(v, local_out).replace(os.sep, "/"))
             if isinstance(v, dict):
                 return {k: rebase(x) for k, x in v.items()}
             return v
 
         summary = rebase(summary)
-        sio.write_json_atomic(os.path.join(local_out, "summary.json"), summary)
+        storage.write_json_atomic(os.path.join(local_out, "summary.json"), summary)
     return summary
 
 
@@ -681,18 +683,18 @@ def _download_finished_videos(out: str, local_out: str) -> set[str]:
     """Copy the progress markers of ``out`` and the predictions of those videos into the local
     staging folder (marker last); returns their relative paths. A video whose predictions
     cannot be read is left out, so it is evaluated again."""
-    from sam2_core import io as sio
+    from sam2_core import storage
 
     fetched: set[str] = set()
-    for name in sio.listdir(sio.join(out, PROGRESS_DIR)):
+    for name in storage.listdir(storage.join(out, PROGRESS_DIR)):
         if not name.endswith(".json"):
             continue
         video_id = name[: -len(".json")]
-        pred_url = sio.join(out, PRED_DIR, video_id)
+        pred_url = storage.join(out, PRED_DIR, video_id)
         local_pred = os.path.join(local_out, PRED_DIR, video_id)
         try:
-            sio.download_dir(pred_url, local_pred)
-            marker = sio.read_bytes(sio.join(out, PROGRESS_DIR, name))
+            storage.download_dir(pred_url, local_pred)
+            marker = storage.read_bytes(storage.join(out, PROGRESS_DIR, name))
         except OSError as exc:
             log.warning("%s: cannot resume video %s (%s); evaluating it again", out, video_id, exc)
             shutil.rmtree(local_pred, ignore_errors=True)

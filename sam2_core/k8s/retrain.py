@@ -135,12 +135,12 @@ def run_data_steps(
     workers: int = 0,
 ) -> None:
     """Extract frames then write Parquet shards; each step is skipped when already complete."""
-    from sam2_core import io
+    from sam2_core import storage
 
-    if io.exists(io.join(shards, "manifest.json")):
+    if storage.exists(storage.join(shards, "manifest.json")):
         log.info("shards already complete at %s; nothing to do", shards)
         return
-    if not io.exists(io.join(frames, "extract_summary.json")):
+    if not storage.exists(storage.join(frames, "extract_summary.json")):
         # Imported by name at run time: the data package is optional for the cluster helpers.
         extract_dataset = importlib.import_module("sam2_core.data.extract").extract_dataset
         summary = extract_dataset(src=raw, dst=frames, every=every, workers=workers)
@@ -202,9 +202,9 @@ def _launch(
 
 def cmd_data(args: argparse.Namespace) -> int:
     if args.demo_if_empty:
-        from sam2_core import io
+        from sam2_core import storage
 
-        if not io.exists(args.raw) or not io.listdir(args.raw):
+        if not storage.exists(args.raw) or not storage.listdir(args.raw):
             write_demo_dataset = importlib.import_module("sam2_core.data.demo").write_demo_dataset
             log.info("no raw data at %s: writing the built-in demo dataset", args.raw)
             write_demo_dataset(dst=args.raw)
@@ -244,16 +244,16 @@ def cron_plan(config_dir: str | Path, run_id: str) -> dict[str, Any]:
             "mode": "kfp",
             "command": ["sam2kf", "submit", "--host", cfg.kfp_host, *cfg.submit_args],
         }
-    from sam2_core import io
+    from sam2_core import storage
 
-    work = io.join(cfg.work_root, run_id)
-    shards = io.join(work, "shards")
-    output_dir = io.join(cfg.output_root, run_id)
+    work = storage.join(cfg.work_root, run_id)
+    shards = storage.join(work, "shards")
+    output_dir = storage.join(cfg.output_root, run_id)
     spec = build_spec(config_dir, run_id=run_id, shards=shards, output_dir=output_dir)
     return {
         "mode": "pytorchjob",
         "raw": cfg.raw,
-        "frames": io.join(work, "frames"),
+        "frames": storage.join(work, "frames"),
         "shards": shards,
         "output_dir": output_dir,
         "job": render_pytorchjob(spec),
@@ -289,10 +289,10 @@ def cmd_cron(args: argparse.Namespace) -> int:
 
 def wait_for_path(path: str, *, timeout_s: float, poll_s: float = 10.0) -> None:
     """Block until ``path`` (any fsspec URL) exists; TimeoutError after ``timeout_s``."""
-    from sam2_core import io
+    from sam2_core import storage
 
     deadline = time.monotonic() + timeout_s
-    while not io.exists(path):
+    while not storage.exists(path):
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{path} did not appear within {timeout_s:.0f}s")
         log.info("waiting for %s", path)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sam2_core import io as sio
+from sam2_core import storage
 from sam2_core.model.sam2_base import SAM2Base
 
 #: Names accepted by :func:`build_model` (``sam2_core/configs/model/<name>.yaml``).
@@ -205,18 +205,18 @@ _DIR_CANDIDATES = ("model.pt", "model_final.pt", "checkpoint.pt", "state.pt")
 
 def _resolve_checkpoint_file(path: str) -> str:
     """A directory (e.g. a training ``step-NNNNNN/``) resolves to the model file inside it."""
-    fs, p = sio.get_fs(path)
+    fs, p = storage.get_fs(path)
     if not fs.isdir(p):
         if not fs.exists(p):
             raise CheckpointError(f"checkpoint {path}: file not found")
         return path
-    names = sio.listdir(path)
+    names = storage.listdir(path)
     for cand in _DIR_CANDIDATES:
         if cand in names:
-            return sio.join(path, cand)
+            return storage.join(path, cand)
     pts = [n for n in names if n.endswith((".pt", ".pth", ".safetensors"))]
     if len(pts) == 1:
-        return sio.join(path, pts[0])
+        return storage.join(path, pts[0])
     raise CheckpointError(
         f"checkpoint directory {path}: expected one of {list(_DIR_CANDIDATES)} or a single "
         f".pt/.safetensors file, found {names}"
@@ -239,7 +239,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """
     file = _resolve_checkpoint_file(path)
     try:
-        data = sio.read_bytes(file)
+        data = storage.read_bytes(file)
     except OSError as exc:
         raise CheckpointError(f"checkpoint {file}: cannot read ({exc})") from exc
     if file.endswith(".safetensors"):
@@ -322,7 +322,7 @@ def export_checkpoint(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor
     cpu_sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
     buf = io.BytesIO()
     torch.save({"model": cpu_sd}, buf)
-    sio.write_bytes_atomic(url, buf.getvalue())
+    storage.write_bytes_atomic(url, buf.getvalue())
     return url
 
 

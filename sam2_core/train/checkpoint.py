@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sam2_core import io as sio
+from sam2_core import storage
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ def _serialise(state: dict[str, Any]) -> bytes:
 
 def _write_dir(url: str, data: bytes, info: dict[str, Any]) -> None:
     """Write ``state.pt`` + marker into ``url`` so that it appears complete only at the end."""
-    fs, path = sio.get_fs(url)
-    if sio.is_local(url):
+    fs, path = storage.get_fs(url)
+    if storage.is_local(url):
         parent = os.path.dirname(path.rstrip("/"))
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(
@@ -64,7 +64,7 @@ def _write_dir(url: str, data: bytes, info: dict[str, Any]) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        sio.mark_complete(tmp, info)
+        storage.mark_complete(tmp, info)
         if os.path.exists(path):
             # Replacing a directory (e.g. "best"): move the old one aside first.
             old = f"{tmp}-old"
@@ -74,15 +74,15 @@ def _write_dir(url: str, data: bytes, info: dict[str, Any]) -> None:
         else:
             os.replace(tmp, path)
         return
-    if sio.exists(url):
-        sio.remove(url)
-    sio.write_bytes_atomic(sio.join(url, STATE_FILE), data)
-    sio.mark_complete(url, info)
+    if storage.exists(url):
+        storage.remove(url)
+    storage.write_bytes_atomic(storage.join(url, STATE_FILE), data)
+    storage.mark_complete(url, info)
 
 
 def load_state(url: str, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint directory's state (weights_only=True)."""
-    data = sio.read_bytes(sio.join(url, STATE_FILE))
+    data = storage.read_bytes(storage.join(url, STATE_FILE))
     state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(f"{url}/{STATE_FILE}: not a checkpoint dict")
@@ -99,22 +99,22 @@ class CheckpointManager:
     def step_dirs(self) -> list[tuple[int, str]]:
         """``(step, url)`` of every ``step-*`` directory, newest first (complete or not)."""
         found = []
-        for name in sio.listdir(self.root):
+        for name in storage.listdir(self.root):
             m = _STEP_RE.match(name)
             if m:
-                found.append((int(m.group(1)), sio.join(self.root, name)))
+                found.append((int(m.group(1)), storage.join(self.root, name)))
         return sorted(found, reverse=True)
 
     def save(self, step: int, state: dict[str, Any]) -> str:
         """Write ``step-NNNNNN/`` and prune old ones; returns its URL. Call on rank 0 only."""
-        url = sio.join(self.root, step_dir_name(step))
+        url = storage.join(self.root, step_dir_name(step))
         _write_dir(url, _serialise(state), {"step": step})
         self.prune()
         log.info("saved checkpoint %s", url)
         return url
 
     def save_best(self, step: int, state: dict[str, Any], metric: dict[str, float]) -> str:
-        url = sio.join(self.root, "best")
+        url = storage.join(self.root, "best")
         _write_dir(url, _serialise(state), {"step": step, **metric})
         log.info("saved best checkpoint (step %d, %s)", step, metric)
         return url
@@ -123,23 +123,23 @@ class CheckpointManager:
         """Keep the newest ``keep_last`` complete checkpoints; drop incomplete leftovers."""
         complete = 0
         for _step, url in self.step_dirs():
-            if not sio.is_complete(url):
-                sio.remove(url)
+            if not storage.is_complete(url):
+                storage.remove(url)
                 continue
             complete += 1
             if self.keep_last > 0 and complete > self.keep_last:
-                sio.remove(url)
-        if sio.is_local(self.root):
-            for name in sio.listdir(self.root):
+                storage.remove(url)
+        if storage.is_local(self.root):
+            for name in storage.listdir(self.root):
                 if name.startswith(".tmp-"):
-                    sio.remove(sio.join(self.root, name))
+                    storage.remove(storage.join(self.root, name))
 
     def load_latest(
         self, *, map_location: str | torch.device = "cpu"
     ) -> tuple[int, dict[str, Any]] | None:
         """Newest loadable checkpoint ``(step, state)``; corrupt ones are skipped with a warning."""
         for step, url in self.step_dirs():
-            if not sio.is_complete(url):
+            if not storage.is_complete(url):
                 log.info("ignoring incomplete checkpoint %s", url)
                 continue
             try:

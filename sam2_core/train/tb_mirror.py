@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 
-from sam2_core import io as sio
+from sam2_core import storage
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class TensorBoardMirror:
     def __init__(self, url: str, *, interval_s: float = 120.0) -> None:
         self.url = url.rstrip("/")
         self.interval_s = interval_s
-        self.remote = not sio.is_local(self.url)
+        self.remote = not storage.is_local(self.url)
         if self.remote:
             self.log_dir = tempfile.mkdtemp(prefix="sam2kf-tb-")
         else:
@@ -60,7 +60,7 @@ class TensorBoardMirror:
             try:
                 with open(local, "rb") as f:
                     data = f.read()
-                sio.write_bytes_atomic(sio.join(self.url, name), data)
+                storage.write_bytes_atomic(storage.join(self.url, name), data)
             except Exception as e:  # network hiccup: keep training, retry at the next sync
                 log.warning("could not mirror %s to %s: %s", name, self.url, e)
                 continue

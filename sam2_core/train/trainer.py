@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sam2_core import io as sio
+from sam2_core import storage
 from sam2_core.train import distributed as D
 from sam2_core.train.checkpoint import CheckpointManager, rng_state, set_rng_state
 from sam2_core.train.config import TrainConfig
@@ -79,7 +79,7 @@ class Trainer:
         self.device = info.device
         t = cfg.trainer
         self.out = t.output_dir.rstrip("/")
-        self.ckpt = CheckpointManager(sio.join(self.out, "checkpoints"), keep_last=t.keep_last)
+        self.ckpt = CheckpointManager(storage.join(self.out, "checkpoints"), keep_last=t.keep_last)
         seed_everything(t.seed + info.rank)
         self.step = 0
         self.best_metric: float | None = None
@@ -157,7 +157,7 @@ class Trainer:
             return
         from sam2_core.train.checkpoint import load_state, step_dir_name
 
-        state = load_state(sio.join(self.ckpt.root, step_dir_name(chosen)), map_location="cpu")
+        state = load_state(storage.join(self.ckpt.root, step_dir_name(chosen)), map_location="cpu")
         self.model.load_state_dict(state["model"], strict=True)
         self.optim.load_state_dict(state["optimizer"])
         if state.get("scaler"):
@@ -219,12 +219,12 @@ class Trainer:
         d = self.cfg.data
         if not d.demo:
             raise ValueError("no training data: set data.raw=<url> or data.shards=<url>")
-        dst = sio.join(self.out, "demo_data")
-        if self.info.is_main and not sio.is_complete(dst):
+        dst = storage.join(self.out, "demo_data")
+        if self.info.is_main and not storage.is_complete(dst):
             from sam2_core.data.demo import write_demo_dataset
 
             write_demo_dataset(dst=dst, num_videos=d.demo_num_videos, num_frames=d.demo_num_frames)
-            sio.mark_complete(dst)
+            storage.mark_complete(dst)
             log.info("wrote demo data to %s", dst)
         D.barrier()
         return dst
@@ -237,11 +237,11 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         # On object stores event files are written locally and mirrored (tb_mirror.py).
-        self._tb = TensorBoardMirror(sio.join(self.out, "tensorboard"))
+        self._tb = TensorBoardMirror(storage.join(self.out, "tensorboard"))
         self.writer = SummaryWriter(self._tb.log_dir)
-        stats_url = sio.join(self.out, "train_stats.jsonl")
-        if sio.exists(stats_url):
-            lines = sio.read_text(stats_url).splitlines()
+        stats_url = storage.join(self.out, "train_stats.jsonl")
+        if storage.exists(stats_url):
+            lines = storage.read_text(stats_url).splitlines()
             self.stats = [json.loads(x) for x in lines if x.strip()]
             self.stats = [s for s in self.stats if int(s.get("step", 0)) <= self.step]
 
@@ -255,7 +255,7 @@ class Trainer:
     def _write_stats(self, record: dict[str, Any]) -> None:
         self.stats.append(record)
         text = "".join(json.dumps(s) + "\n" for s in self.stats)
-        sio.write_text_atomic(sio.join(self.out, "train_stats.jsonl"), text)
+        storage.write_text_atomic(storage.join(self.out, "train_stats.jsonl"), text)
 
     def _log_images(self, batch: Any, outs: list[dict[str, Any]]) -> None:
         """Image | GT | prediction of the first object over all frames, as one strip."""
@@ -364,7 +364,7 @@ class Trainer:
         elif d.shards:
             url, split = d.shards, "val"
         elif d.demo and not d.raw and not d.synthetic:
-            url, split = sio.join(self.out, "demo_data"), None
+            url, split = storage.join(self.out, "demo_data"), None
         else:
             return []
         records = []
@@ -501,7 +501,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         final_val = self.validate()
-        final_url = sio.join(self.out, "model_final.pt")
+        final_url = storage.join(self.out, "model_final.pt")
         if self.info.is_main:
             from sam2_core.model.build import export_checkpoint
 

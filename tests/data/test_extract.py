@@ -132,16 +132,16 @@ def test_empty_source_and_help(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_extract_gs_to_gs_through_emulator(gcs_url: str, demo_src: Path) -> None:
-    from sam2_core import io as fio
+    from sam2_core import storage
 
     src, dst = f"{gcs_url}/raw", f"{gcs_url}/frames"
-    fs, _ = fio.get_fs(src)
+    fs, _ = storage.get_fs(src)
     for p in sorted(demo_src.iterdir())[:2]:  # demo_000.mp4 + its JSON
         fs.put(str(p), f"{src.removeprefix('gs://')}/{p.name}")
     summary = extract_dataset(src=src, dst=dst, write_masks=True, workers=0, progress=False)
     assert summary.ok == ["demo_000"] and not summary.failed
-    assert fio.exists(f"{dst}/JPEGImages_24fps/demo_000/00016.jpg")
-    assert fio.exists(f"{dst}/Annotations_6fps/demo_000/000/00000.png")
+    assert storage.exists(f"{dst}/JPEGImages_24fps/demo_000/00016.jpg")
+    assert storage.exists(f"{dst}/Annotations_6fps/demo_000/000/00000.png")
     (rec,) = list(iter_videos(dst))
     assert rec.frame_indices == [0, 4, 8, 12, 16] and rec.image(8).shape == (64, 96, 3)
     again = extract_dataset(src=src, dst=dst, write_masks=True, workers=0, progress=False)

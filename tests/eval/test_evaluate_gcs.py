@@ -16,7 +16,7 @@ import pytest
 # tests/ is on sys.path (rootdir conftest without __init__.py): reuse the data tests' emulator.
 from data.conftest import run_gcs_emulator
 
-from sam2_core import io as sio
+from sam2_core import storage
 from sam2_core.cli import main as cli_main
 from sam2_core.data.demo import write_demo_dataset
 from sam2_core.data.formats import iter_videos
@@ -35,7 +35,7 @@ def gcs_demo(gcs: str) -> str:
     url = f"{gcs}/demo"
     with tempfile.TemporaryDirectory() as d:
         write_demo_dataset(dst=d, num_videos=1, num_frames=12, sizes=[(48, 80)])
-        sio.upload_dir(d, url)
+        storage.upload_dir(d, url)
     return url
 
 
@@ -44,38 +44,38 @@ def test_evaluate_model_to_gcs(
 ) -> None:
     out, tb = f"{gcs}/eval1", f"{gcs}/tb"
     order: list[str] = []
-    real = sio.write_bytes_atomic
+    real = storage.write_bytes_atomic
 
     def spy(url: str, data: bytes) -> None:
         real(url, data)
         order.append(url)
 
-    monkeypatch.setattr(sio, "write_bytes_atomic", spy)
+    monkeypatch.setattr(storage, "write_bytes_atomic", spy)
     args = ["evaluate", "--model", "tiny", "--data", gcs_demo, "--device", "cpu", "--quiet"]
     assert cli_main([*args, "--out", out, "--tensorboard-dir", tb]) == 0
     assert f"results written to {out}" in capsys.readouterr().out
 
     uploaded = [u for u in order if u.startswith(out + "/")]
     assert uploaded[-1] == f"{out}/summary.json"  # the completion file comes last
-    summary = sio.read_json(f"{out}/summary.json")
+    summary = storage.read_json(f"{out}/summary.json")
     assert summary["num_videos"] == 1 and 0.0 <= summary["J&F"] <= 100.0
     assert summary["predictions"] == f"{out}/predictions"
     assert summary["files"]["report_html"] == f"{out}/report.html"
-    assert b"<html" in sio.read_bytes(f"{out}/report.html")[:2000].lower()
-    assert sio.read_text(f"{out}/results.csv").startswith("sequence")
+    assert b"<html" in storage.read_bytes(f"{out}/report.html")[:2000].lower()
+    assert storage.read_text(f"{out}/results.csv").startswith("sequence")
     rec = next(iter_videos(gcs_demo))
     for o in rec.obj_ids:
-        names = sio.listdir(f"{out}/predictions/{rec.video_id}/{o:03d}")
+        names = storage.listdir(f"{out}/predictions/{rec.video_id}/{o:03d}")
         assert names == [f"{f:05d}.png" for f in rec.annotated_indices]
     assert pytest.approx(summary["J&F"]) == load_result_dir(out).JF
-    assert any(n.startswith("events.out.tfevents.") for n in sio.listdir(tb))
+    assert any(n.startswith("events.out.tfevents.") for n in storage.listdir(tb))
 
     # A second run compared with the first, both on gs://: the comparison reads the remote run.
     out2 = f"{gcs}/eval2"
     assert cli_main([*args, "--out", out2, "--compare", out]) == 0
-    assert sio.read_json(f"{out2}/summary.json")["num_videos"] == 1
-    assert "reference" not in sio.read_text(f"{out}/report.html")
-    assert "reference" in sio.read_text(f"{out2}/report.html")  # the compared run's column
+    assert storage.read_json(f"{out2}/summary.json")["num_videos"] == 1
+    assert "reference" not in storage.read_text(f"{out}/report.html")
+    assert "reference" in storage.read_text(f"{out2}/report.html")  # the compared run's column
 
 
 def test_failed_evaluation_uploads_nothing(gcs: str) -> None:
@@ -84,8 +84,8 @@ def test_failed_evaluation_uploads_nothing(gcs: str) -> None:
         from sam2_core.eval.vos import evaluate_model
 
         evaluate_model(model="tiny", data=f"{gcs}/no_such_data", out=out, progress=False)
-    assert sio.listdir(out) == []
-    assert json.dumps(sio.listdir(gcs))  # the bucket itself is still readable
+    assert storage.listdir(out) == []
+    assert json.dumps(storage.listdir(gcs))  # the bucket itself is still readable
 
 
 def test_interrupted_remote_evaluation_resumes(gcs: str) -> None:
@@ -100,7 +100,7 @@ def test_interrupted_remote_evaluation_resumes(gcs: str) -> None:
     data = f"{gcs}/demo3"
     with tempfile.TemporaryDirectory() as d:
         write_demo_dataset(dst=d, num_videos=3, num_frames=12, sizes=[(48, 80)])
-        sio.upload_dir(d, data)
+        storage.upload_dir(d, data)
     videos = [r.video_id for r in iter_videos(data)]
 
     class Preempted(RuntimeError):
@@ -116,14 +116,14 @@ def test_interrupted_remote_evaluation_resumes(gcs: str) -> None:
     out = f"{gcs}/eval_resume"
     with pytest.raises(Preempted):
         evaluate_model(out=out, predictor_cls=DiesOnSecondVideo, **kw)  # type: ignore[arg-type]
-    assert sio.listdir(f"{out}/_progress") == [f"{videos[0]}.json"]
-    assert sio.listdir(f"{out}/predictions") == [videos[0]]
-    assert not sio.exists(f"{out}/summary.json")
+    assert storage.listdir(f"{out}/_progress") == [f"{videos[0]}.json"]
+    assert storage.listdir(f"{out}/predictions") == [videos[0]]
+    assert not storage.exists(f"{out}/summary.json")
 
     GTPredictor.calls.clear()
     resumed = evaluate_model(out=out, predictor_cls=GTPredictor, **kw)  # type: ignore[arg-type]
     assert GTPredictor.calls == videos[1:], "the finished video is not evaluated again"
-    assert sio.listdir(f"{out}/_progress") == sorted(f"{v}.json" for v in videos)
+    assert storage.listdir(f"{out}/_progress") == sorted(f"{v}.json" for v in videos)
     fresh = evaluate_model(out=f"{gcs}/eval_fresh", predictor_cls=GTPredictor, **kw)  # type: ignore[arg-type]
     assert resumed["J&F"] == fresh["J&F"] and resumed["num_videos"] == 3
-    assert sio.read_json(f"{out}/summary.json")["J&F"] == fresh["J&F"]
+    assert storage.read_json(f"{out}/summary.json")["J&F"] == fresh["J&F"]

@@ -18,7 +18,7 @@ import pytest
 from data.conftest import run_gcs_emulator
 
 from pipelines.local_run import LocalRunConfig, describe, run_local
-from sam2_core import io as sio
+from sam2_core import storage
 from sam2_core.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def test_local_pipeline_with_storage_on_gcs(gcs: str, tmp_path: Path) -> None:
     raw, registry, root = f"{gcs}/raw", f"{gcs}/registry", f"{gcs}/store"
     with tempfile.TemporaryDirectory() as d:
         write_demo_dataset(dst=d, num_videos=2, num_frames=16)
-        sio.upload_dir(d, raw)
+        storage.upload_dir(d, raw)
     # At val_fraction 0.7 demo_001 hashes into "val" and demo_000 into "train".
     cfg = LocalRunConfig(
         out=str(tmp_path / "local"),
@@ -54,19 +54,19 @@ def test_local_pipeline_with_storage_on_gcs(gcs: str, tmp_path: Path) -> None:
 
     frames = a["extract-frames/frames"]["url"]
     assert frames.startswith(root + "/")
-    assert sio.listdir(sio.join(frames, "JPEGImages_24fps")) == ["demo_000", "demo_001"]
+    assert storage.listdir(storage.join(frames, "JPEGImages_24fps")) == ["demo_000", "demo_001"]
     shards = a["shard-dataset/shards"]["url"]
-    assert shards.startswith(root + "/") and sio.exists(sio.join(shards, "manifest.json"))
+    assert shards.startswith(root + "/") and storage.exists(storage.join(shards, "manifest.json"))
 
     model_dir = a["train-model/model"]["url"]
     assert model_dir.startswith(root + "/runs/")
-    ckpts = sio.join(model_dir, "checkpoints")
-    steps = [n for n in sio.listdir(ckpts) if n.startswith("step-")]
-    assert steps and all(sio.is_complete(sio.join(ckpts, n)) for n in steps)
-    events = sio.listdir(sio.join(model_dir, "tensorboard"))
+    ckpts = storage.join(model_dir, "checkpoints")
+    steps = [n for n in storage.listdir(ckpts) if n.startswith("step-")]
+    assert steps and all(storage.is_complete(storage.join(ckpts, n)) for n in steps)
+    events = storage.listdir(storage.join(model_dir, "tensorboard"))
     assert any(n.startswith("events.out.tfevents.") for n in events)
-    assert sio.read_text(sio.join(model_dir, "train_stats.jsonl")).strip()
-    final = sio.join(model_dir, "model_final.pt")
+    assert storage.read_text(storage.join(model_dir, "train_stats.jsonl")).strip()
+    final = storage.join(model_dir, "model_final.pt")
     load_checkpoint(build_model("tiny"), final)
 
     jf = a["evaluate-challenger/metrics"]["metadata"]["J&F"]

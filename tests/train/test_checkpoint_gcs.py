@@ -20,7 +20,7 @@ import torch
 # tests/ is on sys.path (rootdir conftest without __init__.py): reuse the data tests' emulator.
 from data.conftest import run_gcs_emulator
 
-from sam2_core import io as sio
+from sam2_core import storage
 from sam2_core.train.checkpoint import CheckpointManager, CheckpointWarning
 from sam2_core.train.tb_mirror import TensorBoardMirror
 
@@ -42,13 +42,13 @@ def _state(step: int) -> dict[str, Any]:
 def _record_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the order in which whole objects are published (the real write still happens)."""
     order: list[str] = []
-    real = sio.write_bytes_atomic
+    real = storage.write_bytes_atomic
 
     def spy(url: str, data: bytes) -> None:
         real(url, data)
         order.append(url)
 
-    monkeypatch.setattr(sio, "write_bytes_atomic", spy)
+    monkeypatch.setattr(storage, "write_bytes_atomic", spy)
     return order
 
 
@@ -63,17 +63,19 @@ def test_checkpoint_manager_on_gcs(gcs: str, monkeypatch: pytest.MonkeyPatch) ->
         [f"step-00000{s}", name] for s in (1, 2, 3) for name in ("state.pt", "_COMPLETE")
     ]
     assert [s for s, _ in mgr.step_dirs()] == [3, 2]  # keep-last-2 on the object store
-    fs, path = sio.get_fs(root)
+    fs, path = storage.get_fs(root)
     assert not fs.exists(f"{path}/step-000001/state.pt")
 
     # A newer directory whose marker never arrived (crash between the two uploads) is ignored,
     # even though its state.pt is loadable, and removed by the next prune.
-    sio.write_bytes_atomic(sio.join(root, "step-000009", "state.pt"), sio.read_bytes(order[-2]))
+    storage.write_bytes_atomic(
+        storage.join(root, "step-000009", "state.pt"), storage.read_bytes(order[-2])
+    )
     found = mgr.load_latest()
     assert found is not None and found[0] == 3 and float(found[1]["model"]["w"][0]) == 3.0
 
     # A corrupt newest checkpoint (marker present) falls back to the previous one with a warning.
-    sio.write_bytes_atomic(sio.join(root, "step-000003", "state.pt"), b"\x00garbage" * 10)
+    storage.write_bytes_atomic(storage.join(root, "step-000003", "state.pt"), b"\x00garbage" * 10)
     with pytest.warns(CheckpointWarning, match="step-000003"):
         found = mgr.load_latest()
     assert found is not None and found[0] == 2
@@ -83,7 +85,7 @@ def test_checkpoint_manager_on_gcs(gcs: str, monkeypatch: pytest.MonkeyPatch) ->
     # "best" is replaced whole: old marker gone before the new state, new marker last
     mgr.save_best(2, _state(2), {"J&F": 1.0})
     mgr.save_best(3, _state(3), {"J&F": 2.0})
-    assert sio.read_json(sio.join(root, "best", "_COMPLETE"))["step"] == 3
+    assert storage.read_json(storage.join(root, "best", "_COMPLETE"))["step"] == 3
 
 
 def test_tensorboard_mirror_uploads_changed_files(gcs: str) -> None:
@@ -96,7 +98,7 @@ def test_tensorboard_mirror_uploads_changed_files(gcs: str) -> None:
     with open(f"{tb.log_dir}/events.out.tfevents.1", "ab") as f:
         f.write(b"b" * 5)
     tb.close()
-    assert sio.read_bytes(sio.join(url, "events.out.tfevents.1")) == b"a" * 10 + b"b" * 5
+    assert storage.read_bytes(storage.join(url, "events.out.tfevents.1")) == b"a" * 10 + b"b" * 5
     assert not os.path.exists(tb.log_dir)
 
 
@@ -131,36 +133,40 @@ def test_training_outputs_and_resume_on_gcs(gcs: str, monkeypatch: pytest.Monkey
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(k, raising=False)
     out = _prefix(gcs) + "/run"
-    ckpt = sio.join(out, "checkpoints")
-    tb_url = sio.join(out, "tensorboard")
+    ckpt = storage.join(out, "checkpoints")
+    tb_url = storage.join(out, "tensorboard")
 
     first = run_training(load_train_config(_overrides(out, 1)))
     assert first["step"] == 1 and first["resumed_from"] is None
-    assert sio.listdir(ckpt) == ["step-000001"] and sio.is_complete(sio.join(ckpt, "step-000001"))
-    assert len(sio.listdir(tb_url)) == 1
+    assert storage.listdir(ckpt) == ["step-000001"] and storage.is_complete(
+        storage.join(ckpt, "step-000001")
+    )
+    assert len(storage.listdir(tb_url)) == 1
 
     # A newer step directory whose marker never arrived (upload cut off): never resumed from.
-    state_pt = sio.read_bytes(sio.join(ckpt, "step-000001", "state.pt"))
-    sio.write_bytes_atomic(sio.join(ckpt, "step-000007", "state.pt"), state_pt)
+    state_pt = storage.read_bytes(storage.join(ckpt, "step-000001", "state.pt"))
+    storage.write_bytes_atomic(storage.join(ckpt, "step-000007", "state.pt"), state_pt)
 
     second = run_training(load_train_config(_overrides(out, 2)))
     assert second["resumed_from"] == 1 and second["step"] == 2
     # keep-last-1: step 1 pruned, the leftover without marker cleaned up
-    assert sio.listdir(ckpt) == ["step-000002"] and sio.is_complete(sio.join(ckpt, "step-000002"))
-    lines = sio.read_text(sio.join(out, "train_stats.jsonl")).splitlines()
+    assert storage.listdir(ckpt) == ["step-000002"] and storage.is_complete(
+        storage.join(ckpt, "step-000002")
+    )
+    lines = storage.read_text(storage.join(out, "train_stats.jsonl")).splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2]
 
-    final = sio.join(out, "model_final.pt")
+    final = storage.join(out, "model_final.pt")
     load_checkpoint(build_model("tiny", overrides={"image_size": 64}), final)
-    sd = torch.load(io.BytesIO(sio.read_bytes(final)), weights_only=True)
+    sd = torch.load(io.BytesIO(storage.read_bytes(final)), weights_only=True)
     assert set(sd) == {"model"} and len(sd["model"]) == 371
 
     # One event file per run, each readable straight from gs:// (tensorboard's fsspec layer).
-    names = sio.listdir(tb_url)
+    names = storage.listdir(tb_url)
     assert len(names) == 2 and all(n.startswith("events.out.tfevents.") for n in names)
     steps: set[int] = set()
     for name in names:
-        acc = EventAccumulator(sio.join(tb_url, name))
+        acc = EventAccumulator(storage.join(tb_url, name))
         acc.Reload()
         steps |= {e.step for e in acc.Scalars("losses/core_loss")}
     assert steps == {1, 2}
