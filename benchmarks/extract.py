@@ -105,7 +105,7 @@ def bare_pyav_ndarray(clip: str, out_dir: str) -> int:
 
 
 def ours(src_dir: str, out_dir: str) -> int:
-    from sam2_core.data.extract import extract_dataset
+    from sam2_core.data.prep.extract import extract_dataset
 
     summary = extract_dataset(src=src_dir, dst=out_dir, every=EVERY, workers=0, progress=False)
     assert not summary.failed, summary.failed

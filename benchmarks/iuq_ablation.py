@@ -75,7 +75,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _make_data(work: str, args: argparse.Namespace) -> tuple[str, str]:
     from sam2_core import storage
-    from sam2_core.data.demo import write_demo_dataset
+    from sam2_core.data.prep.demo import write_demo_dataset
 
     train, val = os.path.join(work, "train"), os.path.join(work, "heldout")
     for dst, n, seed in ((train, args.train_videos, 0), (val, args.val_videos, 1)):

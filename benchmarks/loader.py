@@ -130,7 +130,7 @@ def run_loader(
     (num_workers=0), after ``warmup`` clips (files opened, dataset listed and output buffers
     of each shape faulted in once, like a long-running worker). DataLoader workers: see
     :func:`run_workers`."""
-    from sam2_core.data.dataset import DataConfig, build_train_loader
+    from sam2_core.data.loader.train_loader import DataConfig, build_train_loader
 
     cfg = DataConfig(num_workers=0, batch_size=1, num_frames=8, max_num_objects=3, **cfg_kwargs)
     loader = build_train_loader(cfg, rank=0, world_size=1, seed=0)
@@ -182,7 +182,7 @@ def run_workers(url: str, workers: int, epochs: int = 2) -> dict[str, float]:
     workers (children) and of this process per frame."""
     import resource
 
-    from sam2_core.data.dataset import DataConfig, build_train_loader
+    from sam2_core.data.loader.train_loader import DataConfig, build_train_loader
 
     cfg = DataConfig(shards=url, num_workers=workers, batch_size=1, num_frames=8, max_num_objects=3)
     loader = build_train_loader(cfg, rank=0, world_size=1, seed=0)
@@ -207,8 +207,8 @@ def read_only(cfg_kwargs: dict, clips: int) -> float:
     """Frames/s of just reading the clip bytes (no decode, no augmentation)."""
     import numpy as np
 
-    from sam2_core.data.dataset import DataConfig, SourceConfig, open_source
-    from sam2_core.data.sampler import ClipSampler
+    from sam2_core.data.loader.sampler import ClipSampler
+    from sam2_core.data.loader.train_loader import DataConfig, SourceConfig, open_source
 
     cfg = DataConfig(**cfg_kwargs)
     src = open_source(SourceConfig(shards=cfg.shards, raw=cfg.raw, split=cfg.split))
@@ -273,8 +273,8 @@ def main() -> int:
     if args.cv2_threads > 0:
         cv2.setNumThreads(args.cv2_threads)
 
-    from sam2_core.data.shards import write_shards
-    from sam2_core.data.synthetic import make_records, write_frame_folders
+    from sam2_core.data.prep.synthetic import make_records, write_frame_folders
+    from sam2_core.data.readers.shards import write_shards
 
     t0 = time.perf_counter()
     records = make_records(

@@ -98,7 +98,7 @@ def _run_case(
     if threads > 0:
         torch.set_num_threads(threads)
 
-    from sam2_core.data.collate import BatchedVideo
+    from sam2_core.data.loader.collate import BatchedVideo
     from sam2_core.model.build import build_model
     from sam2_core.train.losses import LossConfig, MultiStepMultiMasksAndIous
     from sam2_core.train.model_train import SAM2Train

@@ -59,7 +59,7 @@ def run_local(cfg: LocalRunConfig) -> LocalRunResult:
     out.mkdir(parents=True, exist_ok=True)
     raw = cfg.raw_uri
     if not raw:
-        from sam2_core.data.demo import write_demo_dataset
+        from sam2_core.data.prep.demo import write_demo_dataset
 
         raw = str(out / "raw")
         # Deterministic: asking for more videos later adds new ones and rewrites the old ones

@@ -87,8 +87,8 @@ def extract_step(
     version travels on as ``frames.metadata["dataset_version"]`` (then on the shards artifact).
     Returns the number of videos extracted; 0 = nothing new (the pipeline stops there).
     """
-    from sam2_core.data.extract import extract_dataset
-    from sam2_core.data.sav import list_raw_videos
+    from sam2_core.data.prep.extract import extract_dataset
+    from sam2_core.data.readers.sav import list_raw_videos
     from sam2_core.registry import Registry
 
     dataset_version = resolve_version(dataset_version, run_id)
@@ -150,7 +150,7 @@ def shard_step(
 
     Dataset name and version come from the frames artifact (set by :func:`extract_step`).
     """
-    from sam2_core.data.shards import write_shards
+    from sam2_core.data.readers.shards import write_shards
     from sam2_core.registry import Registry
 
     dataset_name = str(frames.metadata["dataset_name"])

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam2_core.data.demo import DEFAULT_SIZES, write_demo_dataset
+    from sam2_core.data.prep.demo import DEFAULT_SIZES, write_demo_dataset
 
     try:
         ids = write_demo_dataset(

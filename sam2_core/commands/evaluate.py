@@ -197,7 +197,7 @@ def _run_model(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam2_core.data.records import DataError
+    from sam2_core.data.readers.records import DataError
 
     scoring = bool(args.gt_dir or args.pred_dir)
     if scoring and args.model:

@@ -82,8 +82,8 @@ def _selected_videos(args: argparse.Namespace) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam2_core.data.extract import extract_dataset
-    from sam2_core.data.records import DataError
+    from sam2_core.data.prep.extract import extract_dataset
+    from sam2_core.data.readers.records import DataError
 
     try:
         videos = _selected_videos(args)

@@ -52,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam2_core.data.records import DataError
-    from sam2_core.data.shards import ShardIndex, write_shards
+    from sam2_core.data.readers.records import DataError
+    from sam2_core.data.readers.shards import ShardIndex, write_shards
 
     try:
         if args.dst is None:

@@ -1,12 +1,12 @@
-"""Data: readers for SA-V / DAVIS / MOSE / SA-1B, frame extraction, Parquet shards, loaders."""
+"""Data, split by where it runs.
 
-from sam2_core.data.records import (
-    ArrayMask,
-    DataError,
-    LazyMask,
-    RleMask,
-    VideoObject,
-    VideoRecord,
-)
+- :mod:`.readers`: every dataset format read as typed :class:`~.readers.records.VideoRecord`
+  (SA-V raw and frame layouts, DAVIS/MOSE, SA-1B, Parquet shards), RLE and file helpers, PyAV
+  video access. Used by everything below and by evaluation.
+- :mod:`.prep`: offline preparation steps: frame extraction, the shard writer, demo and
+  synthetic data.
+- :mod:`.loader`: the training loader (one :class:`~.loader.config.LoaderConfig`): sources,
+  rank/worker partition, stream, buffers, sampler, transforms, collate.
 
-__all__ = ["ArrayMask", "DataError", "LazyMask", "RleMask", "VideoObject", "VideoRecord"]
+Imports run ``prep -> readers`` and ``loader -> readers``; readers import neither.
+"""

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sam2_core.data.records import DataError
+from sam2_core.data.readers.records import DataError
 from sam2_core.eval.boundary import frame_scores, tolerance_radius
 
 log = logging.getLogger(__name__)

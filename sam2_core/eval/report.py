@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from sam2_core.data.records import VideoRecord
+from sam2_core.data.readers.records import VideoRecord
 from sam2_core.eval.jf import JFResult, ObjectScores, VideoScores, read_label_png
 
 GT_COLOUR = (0, 200, 0)  # RGB

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sam2_core.data.records import DataError, VideoRecord, check_video_id
+from sam2_core.data.readers.records import DataError, VideoRecord, check_video_id
 from sam2_core.eval.jf import (
     JFResult,
     ObjectScores,
@@ -401,7 +401,7 @@ def _records(
     max_videos: int | None = None,
 ) -> Iterator[VideoRecord]:
     if isinstance(data, str):
-        from sam2_core.data.formats import iter_videos
+        from sam2_core.data.readers.formats import iter_videos
 
         it: Iterable[VideoRecord] = iter_videos(data, fmt=fmt, split=split)
     else:
@@ -421,7 +421,7 @@ def _records(
 def default_layout(data: str | Iterable[VideoRecord], fmt: str = "auto") -> PredLayout:
     """DAVIS layout for DAVIS/MOSE datasets, SA-V layout for everything else."""
     if isinstance(data, str):
-        from sam2_core.data.formats import detect_format
+        from sam2_core.data.readers.formats import detect_format
 
         if (detect_format(data) if fmt == "auto" else fmt) == "davis":
             return "davis"
@@ -484,7 +484,7 @@ def evaluate_model(
         model: an ``nn.Module``, a model name (``sam2_core.model.build.MODEL_NAMES``), a YAML
             path, or a checkpoint path (its config is inferred from the keys, or ``model_name``).
         checkpoint: weights for a named model (``{"model": state_dict}`` file).
-        data: dataset URL (any :func:`sam2_core.data.formats.iter_videos` format) or records.
+        data: dataset URL (any :func:`sam2_core.data.readers.formats.iter_videos` format) or records.
         out: local output folder (see the module docstring for its layout).
         prompt: ``"first"`` (first annotated frame) or ``"appear"`` (each object on the first
             annotated frame where it is visible).

@@ -142,12 +142,12 @@ def run_data_steps(
         return
     if not storage.exists(storage.join(frames, "extract_summary.json")):
         # Imported by name at run time: the data package is optional for the cluster helpers.
-        extract_dataset = importlib.import_module("sam2_core.data.extract").extract_dataset
+        extract_dataset = importlib.import_module("sam2_core.data.prep.extract").extract_dataset
         summary = extract_dataset(src=raw, dst=frames, every=every, workers=workers)
         log.info(
             "extracted %d videos (%d failed) to %s", len(summary.ok), len(summary.failed), frames
         )
-    write_shards = importlib.import_module("sam2_core.data.shards").write_shards
+    write_shards = importlib.import_module("sam2_core.data.readers.shards").write_shards
 
     write_shards(src=frames, dst=shards, shard_size_mb=shard_size_mb, val_fraction=val_fraction)
     log.info("wrote shards to %s", shards)
@@ -205,7 +205,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         from sam2_core import storage
 
         if not storage.exists(args.raw) or not storage.listdir(args.raw):
-            write_demo_dataset = importlib.import_module("sam2_core.data.demo").write_demo_dataset
+            write_demo_dataset = importlib.import_module(
+                "sam2_core.data.prep.demo"
+            ).write_demo_dataset
             log.info("no raw data at %s: writing the built-in demo dataset", args.raw)
             write_demo_dataset(dst=args.raw)
     run_data_steps(

@@ -113,9 +113,9 @@ def make_frame_source(
     video_size: tuple[int, int] | None = None,
 ) -> FrameSource:
     """Build a :class:`FrameSource` from a list of uint8 ``[H, W, 3]`` arrays, a frame folder
-    (path), a :class:`~sam2_core.data.records.VideoRecord`, or an already normalised tensor
+    (path), a :class:`~sam2_core.data.readers.records.VideoRecord`, or an already normalised tensor
     ``[T, 3, S, S]`` (then ``video_size=(H, W)`` is required)."""
-    from sam2_core.data.records import VideoRecord
+    from sam2_core.data.readers.records import VideoRecord
 
     if isinstance(frames, torch.Tensor):
         if frames.dim() != 4 or frames.shape[1:] != (3, image_size, image_size):

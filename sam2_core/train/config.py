@@ -34,7 +34,7 @@ class DataSection:
     """Where training/validation data come from and how clips are sampled.
 
     Exactly one of ``shards`` (Parquet shards URL), ``raw`` (any dataset URL readable by
-    ``sam2_core.data.formats.iter_videos``) or ``synthetic`` is used; ``demo`` generates the
+    ``sam2_core.data.readers.formats.iter_videos``) or ``synthetic`` is used; ``demo`` generates the
     built-in demo dataset into ``<output_dir>/demo_data`` when neither URL is given.
     """
 
@@ -53,7 +53,7 @@ class DataSection:
     batch_size: int = 1
     num_workers: int = 2
     reverse_time_prob: float = 0.0
-    #: extra keyword arguments for ``sam2_core.data.dataset.DataConfig`` (transform knobs, ...)
+    #: extra keyword arguments for ``sam2_core.data.loader.train_loader.DataConfig`` (transform knobs, ...)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

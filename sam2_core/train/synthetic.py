@@ -1,6 +1,6 @@
 """Procedural training clips (moving coloured shapes) for benchmarks, tests and dry runs.
 
-Produces batches with the same fields as ``sam2_core.data.collate.BatchedVideo`` without any
+Produces batches with the same fields as ``sam2_core.data.loader.collate.BatchedVideo`` without any
 files, deterministically from ``(seed, rank, epoch, position)``, so a resumed run continues with
 exactly the batches it would have seen.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sam2_core.data.collate import BatchedVideo
+from sam2_core.data.loader.collate import BatchedVideo
 
 #: synthetic video numbers start here (far above any dataset's) and interleave ranks
 SYNTHETIC_VIDEO_BASE = 1 << 40

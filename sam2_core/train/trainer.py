@@ -199,7 +199,7 @@ class Trainer:
             )
         import dataclasses
 
-        from sam2_core.data.dataset import DataConfig, build_train_loader
+        from sam2_core.data.loader.train_loader import DataConfig, build_train_loader
 
         names = {f.name for f in dataclasses.fields(DataConfig)}
         kwargs = {k: v for k, v in dataclasses.asdict(d).items() if k in names}
@@ -221,7 +221,7 @@ class Trainer:
             raise ValueError("no training data: set data.raw=<url> or data.shards=<url>")
         dst = storage.join(self.out, "demo_data")
         if self.info.is_main and not storage.is_complete(dst):
-            from sam2_core.data.demo import write_demo_dataset
+            from sam2_core.data.prep.demo import write_demo_dataset
 
             write_demo_dataset(dst=dst, num_videos=d.demo_num_videos, num_frames=d.demo_num_frames)
             storage.mark_complete(dst)
@@ -355,7 +355,7 @@ class Trainer:
     def _val_records(self) -> list[Any]:
         d = self.cfg.data
         try:
-            from sam2_core.data.formats import iter_videos
+            from sam2_core.data.readers.formats import iter_videos
         except ImportError:
             return []
         limit = d.val_max_videos or 10**9

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sam2_core.data.collate import VideoSample, collate_videos, video_number
+from sam2_core.data.loader.collate import VideoSample, collate_videos, video_number
 
 
 def _sample(vid: str, num_obj: int, t: int = 3, res: int = 8) -> VideoSample:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sam2_core.data.dataset import (
+from sam2_core.data.loader.train_loader import (
     DataConfig,
     SourceConfig,
     build_train_loader,
@@ -15,9 +15,9 @@ from sam2_core.data.dataset import (
     rank_batches,
     worker_batches,
 )
-from sam2_core.data.records import VideoRecord
-from sam2_core.data.shards import write_shards
-from sam2_core.data.synthetic import make_records
+from sam2_core.data.prep.synthetic import make_records
+from sam2_core.data.readers.records import VideoRecord
+from sam2_core.data.readers.shards import write_shards
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_gcs_shards_with_forked_workers(gcs_url: str) -> None:
 
 
 def test_raw_frame_folder_source(tmp_path: Path) -> None:
-    from sam2_core.data.synthetic import write_frame_folders
+    from sam2_core.data.prep.synthetic import write_frame_folders
 
     recs = make_records(num_videos=2, num_frames=4, height=24, width=32, seed=4)
     write_frame_folders(recs, str(tmp_path / "frames"))
@@ -162,7 +162,7 @@ def test_raw_frame_folder_source(tmp_path: Path) -> None:
 
 
 def test_buffer_pool_reuses_only_unreferenced_buffers() -> None:
-    from sam2_core.data.dataset import BufferPool
+    from sam2_core.data.loader.train_loader import BufferPool
 
     pool = BufferPool(per_shape=2)
     a = pool.get((2, 3), torch.float32)

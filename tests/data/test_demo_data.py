@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from sam2_core.cli import main as cli_main
-from sam2_core.data.demo import DEFAULT_SIZES, render_demo_video, write_demo_dataset
-from sam2_core.data.rle import decode_rle
+from sam2_core.data.prep.demo import DEFAULT_SIZES, render_demo_video, write_demo_dataset
+from sam2_core.data.readers.rle import decode_rle
 
 SAV_FIELDS = {
     "video_id",

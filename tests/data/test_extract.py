@@ -11,10 +11,15 @@ import pytest
 from PIL import Image
 
 from sam2_core.cli import main as cli_main
-from sam2_core.data.demo import encode_mp4, render_demo_video, sav_annotation, write_demo_dataset
-from sam2_core.data.extract import extract_dataset, load_summary
-from sam2_core.data.formats import detect_format, iter_videos
-from sam2_core.data.rle import decode_rle
+from sam2_core.data.prep.demo import (
+    encode_mp4,
+    render_demo_video,
+    sav_annotation,
+    write_demo_dataset,
+)
+from sam2_core.data.prep.extract import extract_dataset, load_summary
+from sam2_core.data.readers.formats import detect_format, iter_videos
+from sam2_core.data.readers.rle import decode_rle
 
 
 @pytest.fixture(scope="module")

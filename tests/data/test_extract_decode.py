@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sam2_core.data.demo import encode_mp4, render_demo_video
-from sam2_core.data.records import DataError
-from sam2_core.data.video import DecodeStats, decode_frames, probe_video
+from sam2_core.data.prep.demo import encode_mp4, render_demo_video
+from sam2_core.data.readers.records import DataError
+from sam2_core.data.readers.video import DecodeStats, decode_frames, probe_video
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from sam2_core.cli import main as cli_main
-from sam2_core.data.demo import write_demo_dataset
-from sam2_core.data.extract import extract_dataset, load_summary
+from sam2_core.data.prep.demo import write_demo_dataset
+from sam2_core.data.prep.extract import extract_dataset, load_summary
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam2_core.data.davis import void_mask
-from sam2_core.data.formats import detect_format, iter_videos
-from sam2_core.data.records import DataError
-from sam2_core.data.rle import encode_rle
+from sam2_core.data.readers.davis import void_mask
+from sam2_core.data.readers.formats import detect_format, iter_videos
+from sam2_core.data.readers.records import DataError
+from sam2_core.data.readers.rle import encode_rle
 
 PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] + [0] * (3 * 251) + [224, 224, 192]
 

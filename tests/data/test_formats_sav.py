@@ -10,11 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sam2_core.data.demo import encode_mp4, render_demo_video, sav_annotation, write_demo_dataset
-from sam2_core.data.formats import detect_format, iter_videos
-from sam2_core.data.records import DataError
-from sam2_core.data.rle import decode_rle
-from sam2_core.data.sav import load_annotation, read_raw_video
+from sam2_core.data.prep.demo import (
+    encode_mp4,
+    render_demo_video,
+    sav_annotation,
+    write_demo_dataset,
+)
+from sam2_core.data.readers.formats import detect_format, iter_videos
+from sam2_core.data.readers.records import DataError
+from sam2_core.data.readers.rle import decode_rle
+from sam2_core.data.readers.sav import load_annotation, read_raw_video
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sam2_core.data.sampler import ClipSampler
+from sam2_core.data.loader.sampler import ClipSampler
 
 
 def test_window_is_consecutive_and_objects_visible_on_first_frame() -> None:

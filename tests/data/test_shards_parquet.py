@@ -10,8 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from sam2_core.data.records import DataError, RleMask, VideoObject, VideoRecord
-from sam2_core.data.shards import (
+from sam2_core.data.prep.synthetic import make_records
+from sam2_core.data.readers.records import DataError, RleMask, VideoObject, VideoRecord
+from sam2_core.data.readers.shards import (
     INDEX,
     MANIFEST,
     ShardIndex,
@@ -21,7 +22,6 @@ from sam2_core.data.shards import (
     iter_shard_videos,
     write_shards,
 )
-from sam2_core.data.synthetic import make_records
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_gcs_round_trip(gcs_url: str, records: list[VideoRecord]) -> None:
 
 def test_cli_shards_a_frame_folder(tmp_path: Path, records: list[VideoRecord]) -> None:
     from sam2_core.cli import main
-    from sam2_core.data.synthetic import write_frame_folders
+    from sam2_core.data.prep.synthetic import write_frame_folders
 
     src, dst = tmp_path / "frames", tmp_path / "shards"
     write_frame_folders(records[:2], str(src))

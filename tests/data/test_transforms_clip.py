@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_core.data.transforms import (
+from sam2_core.data.loader.transforms import (
     ClipParams,
     TransformConfig,
     geometry_matrix,

@@ -9,11 +9,11 @@ import gc
 import pytest
 import torch
 
-from sam2_core.data.buffers import SharedRing, storage_handle
-from sam2_core.data.collate import BatchedVideo
-from sam2_core.data.dataset import DataConfig, _releasing, build_train_loader
-from sam2_core.data.shards import write_shards
-from sam2_core.data.synthetic import make_records
+from sam2_core.data.loader.buffers import SharedRing, storage_handle
+from sam2_core.data.loader.collate import BatchedVideo
+from sam2_core.data.loader.train_loader import DataConfig, _releasing, build_train_loader
+from sam2_core.data.prep.synthetic import make_records
+from sam2_core.data.readers.shards import write_shards
 
 
 def _batch(ring: SharedRing, *, received: bool = False) -> BatchedVideo:

@@ -18,8 +18,8 @@ from data.conftest import run_gcs_emulator
 
 from sam2_core import storage
 from sam2_core.cli import main as cli_main
-from sam2_core.data.demo import write_demo_dataset
-from sam2_core.data.formats import iter_videos
+from sam2_core.data.prep.demo import write_demo_dataset
+from sam2_core.data.readers.formats import iter_videos
 from sam2_core.eval.report import load_result_dir
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam2_core.data.records import DataError
+from sam2_core.data.readers.records import DataError
 from sam2_core.eval.boundary import (
     boundary_map,
     disk,

@@ -17,9 +17,9 @@ import pytest
 import torch
 from torch import nn
 
-from sam2_core.data.demo import write_demo_dataset
-from sam2_core.data.formats import iter_videos
-from sam2_core.data.records import VideoRecord
+from sam2_core.data.prep.demo import write_demo_dataset
+from sam2_core.data.readers.formats import iter_videos
+from sam2_core.data.readers.records import VideoRecord
 from sam2_core.eval.jf import evaluate_predictions
 from sam2_core.eval.layouts import compose_labels, encode_binary_png, encode_palette_png
 from sam2_core.eval.vos import evaluate_model, prompt_plan, validate_in_memory
@@ -177,7 +177,7 @@ def test_davis_layout_non_overlapping_palette(demo: str, tmp_path: Path) -> None
 
 
 def _shift_ids(rec: VideoRecord) -> VideoRecord:
-    from sam2_core.data.records import VideoObject
+    from sam2_core.data.readers.records import VideoObject
 
     objs = {o + 1: VideoObject(o + 1, rec.objects[o].masks) for o in rec.obj_ids}
     return VideoRecord(

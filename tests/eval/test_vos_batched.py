@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_core.data.demo import write_demo_dataset
-from sam2_core.data.formats import iter_videos
+from sam2_core.data.prep.demo import write_demo_dataset
+from sam2_core.data.readers.formats import iter_videos
 from sam2_core.eval.vos import (
     auto_num_threads,
     evaluate_model,

@@ -273,7 +273,7 @@ def test_cronjob_run_end_to_end_against_a_loopback_api(
     """The CronJob's program for real: demo videos -> extract -> shards -> PyTorchJob created
     through the launcher (loopback API server) and followed to Succeeded; a retried pod of the
     same run attaches to that job instead of creating a second one."""
-    from sam2_core.data.demo import write_demo_dataset
+    from sam2_core.data.prep.demo import write_demo_dataset
 
     from .launcher_stub import ApiState, FakeApiServer
 

@@ -31,7 +31,7 @@ def gcs() -> Iterator[str]:
 
 
 def test_local_pipeline_with_storage_on_gcs(gcs: str, tmp_path: Path) -> None:
-    from sam2_core.data.demo import write_demo_dataset
+    from sam2_core.data.prep.demo import write_demo_dataset
     from sam2_core.model.build import build_model, load_checkpoint
 
     raw, registry, root = f"{gcs}/raw", f"{gcs}/registry", f"{gcs}/store"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from sam2_core.data.collate import BatchedVideo
+from sam2_core.data.loader.collate import BatchedVideo
 from sam2_core.train.losses import MultiStepMultiMasksAndIous
 from sam2_core.train.model_train import SAM2Train
 from sam2_core.train.prompts import PromptConfig, PromptSimulator

@@ -38,7 +38,7 @@ class RleMask:
     rle: dict[str, Any]
 
     def decode(self) -> np.ndarray:
-        from sam2_core.data.rle import decode_rle
+        from sam2_core.data.readers.rle import decode_rle
 
         return decode_rle(self.rle)
 
@@ -61,7 +61,7 @@ class ArrayMask:
         return self.array.astype(bool, copy=False)
 
     def to_rle(self) -> dict[str, Any]:
-        from sam2_core.data.rle import encode_rle
+        from sam2_core.data.readers.rle import encode_rle
 
         return encode_rle(self.decode())
 
@@ -76,7 +76,7 @@ class CallableMask:
         return np.asarray(self.loader()).astype(bool, copy=False)
 
     def to_rle(self) -> dict[str, Any]:
-        from sam2_core.data.rle import encode_rle
+        from sam2_core.data.readers.rle import encode_rle
 
         return encode_rle(self.decode())
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sam2_core import storage
-from sam2_core.data.records import DataError
+from sam2_core.data.readers.records import DataError
 
 
 @dataclass(frozen=True)

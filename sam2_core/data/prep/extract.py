@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sam2_core import storage
-from sam2_core.data.records import DataError
-from sam2_core.data.sav import (
+from sam2_core.data.readers.records import DataError
+from sam2_core.data.readers.sav import (
     FRAMES_DIR,
     JSON_DIR,
     MARKER_DIR,
@@ -186,7 +186,7 @@ def _local_copy(url: str) -> Iterator[str]:
 
 def _load_json(url: str) -> tuple[bytes, dict[str, Any]] | None:
     """Raw bytes and parsed content of an SA-V annotation JSON, or None when absent."""
-    from sam2_core.data.sav import load_annotation
+    from sam2_core.data.readers.sav import load_annotation
 
     if not storage.exists(url):
         return None
@@ -195,7 +195,7 @@ def _load_json(url: str) -> tuple[bytes, dict[str, Any]] | None:
 
 def extract_video(task: VideoTask) -> tuple[int, str | None]:
     """Extract one video; returns ``(kept frames, warning or None)``; DataError on bad input."""
-    from sam2_core.data.video import file_size
+    from sam2_core.data.readers.video import file_size
 
     if file_size(task.mp4_url) == 0:
         raise DataError(f"{task.mp4_url}: zero-byte video file")
@@ -235,7 +235,7 @@ def _write_frames(
     JPEG encoding runs on a helper thread (Pillow releases the GIL) while the next frames
     decode, so decoding and encoding overlap.
     """
-    from sam2_core.data.video import DecodeStats, decode_frames
+    from sam2_core.data.readers.video import DecodeStats, decode_frames
 
     every, quality = task.every, task.quality
     stats = DecodeStats()
@@ -277,7 +277,7 @@ def _write_masks(task: VideoTask, ann: dict[str, Any], total: int, stage: _Stagi
     """Per-object binary PNGs for annotated frames that have an extracted image."""
     from PIL import Image
 
-    from sam2_core.data.rle import decode_rle
+    from sam2_core.data.readers.rle import decode_rle
 
     step = ann_every_of(ann)
     ids = object_ids(ann)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sam2_core import storage
-from sam2_core.data.rle import encode_rle
+from sam2_core.data.readers.rle import encode_rle
 
 #: Frame sizes ``(height, width)`` used in turn by the videos. Sides are even (yuv420p needs
 #: that) but deliberately not multiples of 16.

@@ -22,14 +22,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from sam2_core import storage
-from sam2_core.data.files import (
+from sam2_core.data.readers.files import (
     BinaryPngLoader,
     FrameFileLoader,
     list_entries,
     list_frames,
     read_list_file,
 )
-from sam2_core.data.records import (
+from sam2_core.data.readers.records import (
     CallableMask,
     DataError,
     LazyMask,
@@ -218,7 +218,7 @@ def read_raw_video(
     ``frames="annotated"`` exposes the annotated frames (every 4th: what training uses);
     ``"all"`` exposes every frame. Images are decoded from the mp4 on first access.
     """
-    from sam2_core.data.video import Mp4FrameCache, probe_video
+    from sam2_core.data.readers.video import Mp4FrameCache, probe_video
 
     ann_url = annotation_url(mp4_url, video_id, annotations)
     ann = load_annotation(ann_url)

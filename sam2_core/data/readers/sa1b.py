@@ -11,9 +11,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from sam2_core import storage
-from sam2_core.data.files import FrameFileLoader, list_entries
-from sam2_core.data.records import DataError, RleMask, VideoObject, VideoRecord, check_video_id
-from sam2_core.data.rle import rle_area
+from sam2_core.data.readers.files import FrameFileLoader, list_entries
+from sam2_core.data.readers.records import (
+    DataError,
+    RleMask,
+    VideoObject,
+    VideoRecord,
+    check_video_id,
+)
+from sam2_core.data.readers.rle import rle_area
 
 
 def list_sa1b_images(url: str) -> list[tuple[str, str]]:

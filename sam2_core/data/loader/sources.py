@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sam2_core.data.records import DataError, VideoRecord
+from sam2_core.data.readers.records import DataError, VideoRecord
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class ShardSource(ClipSource):
     prefetch = True
 
     def __init__(self, url: str, *, split: str | None = "train") -> None:
-        from sam2_core.data.shards import ShardIndex
+        from sam2_core.data.readers.shards import ShardIndex
 
         self.url = url.rstrip("/")
         index = ShardIndex.open(self.url)
@@ -88,7 +88,7 @@ class ShardSource(ClipSource):
         self._pid = -1
 
     def _get_reader(self) -> Any:
-        from sam2_core.data.shards import ShardReader
+        from sam2_core.data.readers.shards import ShardReader
 
         if self._reader is None or self._pid != os.getpid():
             # A fresh reader (and filesystem) per process: never reuse one across a fork.
@@ -172,7 +172,7 @@ class RecordSource(ClipSource):
         self.bytes_read = 0
 
     def _list(self) -> list[VideoRecord]:
-        from sam2_core.data.formats import iter_videos
+        from sam2_core.data.readers.formats import iter_videos
 
         try:
             recs = list(iter_videos(self.url, fmt=self._fmt, split=self._split))
@@ -228,7 +228,7 @@ def open_source(cfg: SourceConfig, *, records: list[VideoRecord] | None = None) 
     if cfg.shards:
         return ShardSource(cfg.shards, split=cfg.split)
     if cfg.raw:
-        from sam2_core.data.formats import detect_format
+        from sam2_core.data.readers.formats import detect_format
 
         fmt = cfg.fmt if cfg.fmt != "auto" else detect_format(cfg.raw)
         if fmt == "parquet":

@@ -41,7 +41,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sam2_core import storage
-from sam2_core.data.records import DataError, RleMask, VideoObject, VideoRecord, check_video_id
+from sam2_core.data.readers.records import (
+    DataError,
+    RleMask,
+    VideoObject,
+    VideoRecord,
+    check_video_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -441,7 +447,7 @@ class _Frame:
 
 def _video_frames(rec: VideoRecord) -> Iterator[_Frame]:
     """Rows of a video, checking that every mask has the video's size."""
-    from sam2_core.data.rle import rle_area
+    from sam2_core.data.readers.rle import rle_area
 
     for fi in rec.annotated_indices:
         try:
@@ -620,7 +626,7 @@ def _load_records(
     src: str | Iterable[VideoRecord], *, fmt: str, annotations: str
 ) -> list[VideoRecord]:
     if isinstance(src, str):
-        from sam2_core.data.formats import iter_videos
+        from sam2_core.data.readers.formats import iter_videos
 
         return list(iter_videos(src, fmt=fmt, annotations=annotations))
     return list(src)
@@ -641,7 +647,7 @@ def write_shards(
     """Pack a dataset into Parquet shards under ``dst`` (any fsspec URL).
 
     Args:
-        src: a dataset URL read with :func:`sam2_core.data.formats.iter_videos`, or records.
+        src: a dataset URL read with :func:`sam2_core.data.readers.formats.iter_videos`, or records.
         dst: output directory; an existing shard set there is replaced.
         shard_size_mb: a new shard file starts (at a video boundary) past this size.
         row_group_mb: target row-group size, the unit of random access.

@@ -63,7 +63,7 @@ class BatchedVideo:
     dict_key: str = "all"
     video_ids: list[str] = field(default_factory=list)
     #: shared-memory ring slots of a DataLoader worker that hold this batch's tensors
-    #: (``sam2_core.data.buffers``); the loader releases them when the batch is no longer used
+    #: (``sam2_core.data.loader.buffers``); the loader releases them when the batch is no longer used
     buffer_tokens: Any = None
 
     @property

@@ -13,19 +13,19 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from sam2_core.data.buffers import BufferPool
-from sam2_core.data.collate import BatchedVideo, VideoSample, collate_videos
-from sam2_core.data.partition import worker_batches
-from sam2_core.data.records import DataError
-from sam2_core.data.sampler import ClipChoice, ClipSampler
-from sam2_core.data.sources import ClipSource, SourceConfig
-from sam2_core.data.transforms import (
+from sam2_core.data.loader.buffers import BufferPool
+from sam2_core.data.loader.collate import BatchedVideo, VideoSample, collate_videos
+from sam2_core.data.loader.partition import worker_batches
+from sam2_core.data.loader.sampler import ClipChoice, ClipSampler
+from sam2_core.data.loader.sources import ClipSource, SourceConfig
+from sam2_core.data.loader.transforms import (
     DecodedImage,
     TransformConfig,
     decode_images,
     encoded_size,
     transform_clip,
 )
+from sam2_core.data.readers.records import DataError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sam2_core import storage
-from sam2_core.data.records import DataError
+from sam2_core.data.readers.records import DataError
 
 
 def list_entries(url: str) -> list[tuple[str, bool]]:

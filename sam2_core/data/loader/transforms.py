@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import torch
 
-from sam2_core.data.records import DataError
+from sam2_core.data.readers.records import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -37,17 +37,16 @@ from dataclasses import dataclass, field
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from sam2_core.data.buffers import (
+from sam2_core.data.loader.buffers import (
     BufferPool,
     BufferTokens,
     release_when_unused,
     storage_handle,
 )
-from sam2_core.data.collate import BatchedVideo
-from sam2_core.data.partition import epoch_order, mix_order, rank_batches, worker_batches
-from sam2_core.data.records import DataError, VideoRecord
-from sam2_core.data.sampler import ClipSampler
-from sam2_core.data.sources import (
+from sam2_core.data.loader.collate import BatchedVideo
+from sam2_core.data.loader.partition import epoch_order, mix_order, rank_batches, worker_batches
+from sam2_core.data.loader.sampler import ClipSampler
+from sam2_core.data.loader.sources import (
     ClipSource,
     RecordSource,
     ShardSource,
@@ -55,8 +54,9 @@ from sam2_core.data.sources import (
     VideoMeta,
     open_source,
 )
-from sam2_core.data.stream import MAX_SUBSTITUTIONS, ClipStream, _cv2_pool_stopped
-from sam2_core.data.transforms import TransformConfig
+from sam2_core.data.loader.stream import MAX_SUBSTITUTIONS, ClipStream, _cv2_pool_stopped
+from sam2_core.data.loader.transforms import TransformConfig
+from sam2_core.data.readers.records import DataError, VideoRecord
 
 __all__ = [
     "MAX_SUBSTITUTIONS",

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from sam2_core import storage
-from sam2_core.data.files import (
+from sam2_core.data.readers.files import (
     FrameFileLoader,
     PaletteObjectLoader,
     list_entries,
@@ -26,7 +26,7 @@ from sam2_core.data.files import (
     read_list_file,
     read_png_array,
 )
-from sam2_core.data.records import (
+from sam2_core.data.readers.records import (
     CallableMask,
     DataError,
     LazyMask,

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from sam2_core import storage
-from sam2_core.data.records import RleMask, VideoObject, VideoRecord
-from sam2_core.data.rle import encode_rle
+from sam2_core.data.readers.records import RleMask, VideoObject, VideoRecord
+from sam2_core.data.readers.rle import encode_rle
 
 
 @dataclass

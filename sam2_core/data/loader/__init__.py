@@ -1,0 +1,1 @@
+"""The training loader: clips from Parquet shards or raw datasets, split over ranks and workers."""

@@ -1,0 +1,1 @@
+"""Offline data preparation: frame extraction, Parquet shard writing, demo and synthetic data."""
