@@ -130,9 +130,10 @@ def run_loader(
     (num_workers=0), after ``warmup`` clips (files opened, dataset listed and output buffers
     of each shape faulted in once, like a long-running worker). DataLoader workers: see
     :func:`run_workers`."""
-    from sam2_core.data.loader.train_loader import DataConfig, build_train_loader
+    from sam2_core.data.loader.config import LoaderConfig
+    from sam2_core.data.loader.train_loader import build_train_loader
 
-    cfg = DataConfig(num_workers=0, batch_size=1, num_frames=8, max_num_objects=3, **cfg_kwargs)
+    cfg = LoaderConfig(num_workers=0, batch_size=1, num_frames=8, max_num_objects=3, **cfg_kwargs)
     loader = build_train_loader(cfg, rank=0, world_size=1, seed=0)
     src = loader.loaders[0]
     streams: dict[int, Any] = {}  # every epoch's stream, for the bytes it used
@@ -182,9 +183,12 @@ def run_workers(url: str, workers: int, epochs: int = 2) -> dict[str, float]:
     workers (children) and of this process per frame."""
     import resource
 
-    from sam2_core.data.loader.train_loader import DataConfig, build_train_loader
+    from sam2_core.data.loader.config import LoaderConfig
+    from sam2_core.data.loader.train_loader import build_train_loader
 
-    cfg = DataConfig(shards=url, num_workers=workers, batch_size=1, num_frames=8, max_num_objects=3)
+    cfg = LoaderConfig(
+        shards=url, num_workers=workers, batch_size=1, num_frames=8, max_num_objects=3
+    )
     loader = build_train_loader(cfg, rank=0, world_size=1, seed=0)
     kids0, me0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
     t0, n = time.perf_counter(), 0
@@ -207,10 +211,11 @@ def read_only(cfg_kwargs: dict, clips: int) -> float:
     """Frames/s of just reading the clip bytes (no decode, no augmentation)."""
     import numpy as np
 
+    from sam2_core.data.loader.config import LoaderConfig, SourceConfig
     from sam2_core.data.loader.sampler import ClipSampler
-    from sam2_core.data.loader.train_loader import DataConfig, SourceConfig, open_source
+    from sam2_core.data.loader.sources import open_source
 
-    cfg = DataConfig(**cfg_kwargs)
+    cfg = LoaderConfig(**cfg_kwargs)
     src = open_source(SourceConfig(shards=cfg.shards, raw=cfg.raw, split=cfg.split))
     sampler = ClipSampler(8, 3)
     rng = np.random.default_rng(0)

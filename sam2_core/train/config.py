@@ -53,7 +53,7 @@ class DataSection:
     batch_size: int = 1
     num_workers: int = 2
     reverse_time_prob: float = 0.0
-    #: extra keyword arguments for ``sam2_core.data.loader.train_loader.DataConfig`` (transform knobs, ...)
+    #: extra keyword arguments for ``sam2_core.data.loader.config.LoaderConfig`` (``augment``, ...)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from sam2_core.data.loader.config import LoaderConfig, SourceConfig
 from sam2_core.data.loader.train_loader import (
-    DataConfig,
-    SourceConfig,
     build_train_loader,
     mix_order,
     rank_batches,
@@ -29,12 +28,12 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> str:
     return dst
 
 
-def _cfg(url: str, **kw: object) -> DataConfig:
+def _cfg(url: str, **kw: object) -> LoaderConfig:
     base: dict[str, object] = dict(
         shards=url, resolution=32, num_frames=3, batch_size=2, num_workers=0, max_num_objects=2
     )
     base.update(kw)
-    return DataConfig(**base)  # type: ignore[arg-type]
+    return LoaderConfig(**base)  # type: ignore[arg-type]
 
 
 def _sig(batch) -> tuple:
@@ -152,7 +151,7 @@ def test_raw_frame_folder_source(tmp_path: Path) -> None:
     recs = make_records(num_videos=2, num_frames=4, height=24, width=32, seed=4)
     write_frame_folders(recs, str(tmp_path / "frames"))
     ld = build_train_loader(
-        DataConfig(raw=str(tmp_path / "frames"), resolution=32, num_frames=3, num_workers=0),
+        LoaderConfig(raw=str(tmp_path / "frames"), resolution=32, num_frames=3, num_workers=0),
         rank=0,
         world_size=1,
         seed=0,

@@ -7,15 +7,19 @@ import numpy as np
 import pytest
 import torch
 
+from sam2_core.data.loader.config import AugmentConfig
 from sam2_core.data.loader.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     ClipParams,
-    TransformConfig,
     geometry_matrix,
     pixel_matrix,
     transform_clip,
 )
 
 NEUTRAL = ((1.0, 1.0, 1.0), (0, 1, 2))
+AUGMENT = AugmentConfig()
+NO_AUGMENT = AugmentConfig(enabled=False)
 
 
 def _jpeg(rgb: np.ndarray) -> bytes:
@@ -24,9 +28,9 @@ def _jpeg(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def _denorm(x: torch.Tensor, cfg: TransformConfig) -> np.ndarray:
-    mean = torch.tensor(cfg.mean).view(3, 1, 1)
-    std = torch.tensor(cfg.std).view(3, 1, 1)
+def _denorm(x: torch.Tensor) -> np.ndarray:
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return ((x * std + mean) * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
 
 
@@ -43,7 +47,6 @@ def _blobs(h: int, w: int, seed: int) -> np.ndarray:
 def test_masks_move_exactly_like_images(flip: bool, angle: float, shear: float) -> None:
     """Warp an image whose pixels encode the masks; threshold it; compare with the warped masks."""
     h, w, res = 90, 160, 96
-    cfg = TransformConfig(resolution=res)
     masks = [_blobs(h, w, s) for s in range(3)]
     # Red channel = object 1, green = object 2 (255 inside); blue 0.
     images = [
@@ -53,10 +56,10 @@ def test_masks_move_exactly_like_images(flip: bool, angle: float, shear: float) 
     params = ClipParams(
         flip=flip, angle=angle, shear=shear, affine=True, frame_jitter=[NEUTRAL] * 3
     )
-    out = transform_clip(images, masks, cfg=cfg, params=params)
+    out = transform_clip(images, masks, resolution=res, augment=AUGMENT, params=params)
     assert out.params.affine, "the affine must not have been skipped here"
     for t in range(3):
-        img = _denorm(out.images[t], cfg)
+        img = _denorm(out.images[t])
         for o in range(2):
             from_image = img[:, :, o] > 127
             from_mask = out.masks[t, o].numpy()
@@ -89,23 +92,26 @@ def test_affine_skipped_when_it_would_erase_a_first_frame_object() -> None:
     m[0, 0:2, 0:2] = True  # a corner object that a 45 degree rotation throws out of frame
     params = ClipParams(angle=45.0, affine=True, frame_jitter=[NEUTRAL] * 2)
     img = _jpeg(np.full((h, w, 3), 100, np.uint8))
-    out = transform_clip([img, img], [m, m], cfg=TransformConfig(resolution=60), params=params)
+    out = transform_clip([img, img], [m, m], resolution=60, augment=AUGMENT, params=params)
     assert out.params.affine is False
     assert out.masks[0, 0].any()
 
 
 def test_shapes_normalisation_and_determinism() -> None:
     h, w, res = 72, 128, 64
-    cfg = TransformConfig(resolution=res)
     grey = np.full((h, w, 3), 128, np.uint8)
     masks = [_blobs(h, w, 0)] * 4
-    plain = transform_clip([grey] * 4, masks, cfg=cfg, train=False)
+    plain = transform_clip([grey] * 4, masks, resolution=res, augment=NO_AUGMENT)
     assert plain.images.shape == (4, 3, res, res) and plain.images.dtype == torch.float32
     assert plain.masks.shape == (4, 2, res, res) and plain.masks.dtype == torch.bool
-    expected = (128 / 255 - torch.tensor(cfg.mean)) / torch.tensor(cfg.std)
+    expected = (128 / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     torch.testing.assert_close(plain.images[:, :, 5, 5], expected.expand(4, 3), atol=1e-5, rtol=0)
-    a = transform_clip([grey] * 4, masks, cfg=cfg, rng=np.random.default_rng(3))
-    b = transform_clip([grey] * 4, masks, cfg=cfg, rng=np.random.default_rng(3))
+    a = transform_clip(
+        [grey] * 4, masks, resolution=res, augment=AUGMENT, rng=np.random.default_rng(3)
+    )
+    b = transform_clip(
+        [grey] * 4, masks, resolution=res, augment=AUGMENT, rng=np.random.default_rng(3)
+    )
     assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
     # The same geometry for every frame of the clip (same input frames -> same masks).
     assert all(torch.equal(a.masks[0], a.masks[t]) for t in range(4))
@@ -119,8 +125,8 @@ def test_reduced_decode_of_large_frames_keeps_geometry() -> None:
     rgb = np.zeros((h, w, 3), np.uint8)
     rgb[m[0]] = 255
     params = ClipParams(frame_jitter=[NEUTRAL])
-    out = transform_clip([_jpeg(rgb)], [m], cfg=TransformConfig(resolution=res), params=params)
-    img = _denorm(out.images[0], TransformConfig())[:, :, 0] > 127
+    out = transform_clip([_jpeg(rgb)], [m], resolution=res, augment=AUGMENT, params=params)
+    img = _denorm(out.images[0])[:, :, 0] > 127
     assert (img != out.masks[0, 0].numpy()).sum() <= 2 * res
 
 
@@ -129,8 +135,6 @@ def test_writes_into_a_given_batch_buffer() -> None:
     buf = torch.zeros((2, 3, 3, res, res))
     img = np.full((h, w, 3), 200, np.uint8)
     m = [np.ones((1, h, w), bool)] * 2
-    out = transform_clip(
-        [img, img], m, cfg=TransformConfig(resolution=res), train=False, out_images=buf[:, 1]
-    )
+    out = transform_clip([img, img], m, resolution=res, augment=NO_AUGMENT, out_images=buf[:, 1])
     assert out.images.data_ptr() == buf[:, 1].data_ptr()
     assert buf[:, 1].abs().sum() > 0 and buf[:, 0].abs().sum() == 0 and buf[:, 2].abs().sum() == 0

@@ -11,7 +11,8 @@ import torch
 
 from sam2_core.data.loader.buffers import SharedRing, storage_handle
 from sam2_core.data.loader.collate import BatchedVideo
-from sam2_core.data.loader.train_loader import DataConfig, _releasing, build_train_loader
+from sam2_core.data.loader.config import LoaderConfig
+from sam2_core.data.loader.train_loader import _releasing, build_train_loader
 from sam2_core.data.prep.synthetic import make_records
 from sam2_core.data.readers.shards import write_shards
 
@@ -83,8 +84,8 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> str:
     return dst
 
 
-def _cfg(url: str, workers: int) -> DataConfig:
-    return DataConfig(
+def _cfg(url: str, workers: int) -> LoaderConfig:
+    return LoaderConfig(
         shards=url, resolution=32, num_frames=3, batch_size=1, num_workers=workers,
         max_num_objects=2,
     )  # fmt: skip

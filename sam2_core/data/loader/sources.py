@@ -14,25 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from sam2_core.data.loader.config import SourceConfig
 from sam2_core.data.readers.records import DataError, VideoRecord
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SourceConfig:
-    """One dataset of a mixed training set (an image dataset is one with ``num_frames=1``)."""
-
-    name: str = "all"
-    shards: str | None = None
-    raw: str | None = None
-    fmt: str = "auto"
-    split: str | None = "train"
-    batch_size: int = 1
-    num_frames: int = 8
-    max_num_objects: int = 3
-    reverse_time_prob: float = 0.0
-    multiplier: int = 1
 
 
 @dataclass(frozen=True)

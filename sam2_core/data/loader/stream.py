@@ -15,12 +15,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from sam2_core.data.loader.buffers import BufferPool
 from sam2_core.data.loader.collate import BatchedVideo, VideoSample, collate_videos
+from sam2_core.data.loader.config import AugmentConfig, SourceConfig
 from sam2_core.data.loader.partition import worker_batches
 from sam2_core.data.loader.sampler import ClipChoice, ClipSampler
-from sam2_core.data.loader.sources import ClipSource, SourceConfig
+from sam2_core.data.loader.sources import ClipSource
 from sam2_core.data.loader.transforms import (
     DecodedImage,
-    TransformConfig,
     decode_images,
     encoded_size,
     transform_clip,
@@ -104,19 +104,19 @@ class ClipStream(IterableDataset):
         source: ClipSource,
         *,
         cfg: SourceConfig,
-        transform: TransformConfig,
+        resolution: int,
+        augment: AugmentConfig,
         items: list[int],
         batches: list[list[tuple[int, int]]],
         start: int,
         seed: int,
         epoch: int,
-        augment: bool = True,
         buffers: BufferPool | None = None,
     ) -> None:
         super().__init__()
         self.source = source
         self.cfg = cfg
-        self.transform = transform
+        self.resolution = resolution
         self.items = items
         self.batches = batches
         self.start = start
@@ -169,7 +169,7 @@ class ClipStream(IterableDataset):
         decoded = decode_images(
             cast(list[bytes], images),  # a source's read returns encoded frames
             orig_hw=(meta.height, meta.width),
-            resolution=self.transform.resolution,
+            resolution=self.resolution,
             source=f"{self.source.url} video {meta.video_id}",
         )
         return decoded, masks, frames
@@ -187,7 +187,7 @@ class ClipStream(IterableDataset):
                 self._ahead.schedule(video, choice.positions, choice.obj_ids)
 
     def make_batch(self, batch: list[tuple[int, int]]) -> BatchedVideo:
-        res = self.transform.resolution
+        res = self.resolution
         t = self.cfg.num_frames
         buf = self.buffers.get((t, len(batch), 3, res, res), torch.float32)
         samples = [
@@ -205,7 +205,7 @@ class ClipStream(IterableDataset):
         """The clip at epoch position ``pos`` (falls back to later items if it has none)."""
         rng = np.random.default_rng([self.seed, self.epoch, pos])
         n = len(self.items)
-        res = self.transform.resolution
+        res = self.resolution
         for attempt in range(min(n, MAX_SUBSTITUTIONS)):
             video = self.items[(item + attempt) % n] if attempt else self.items[item]
             meta = self.source.videos[video]
@@ -225,9 +225,9 @@ class ClipStream(IterableDataset):
                 clip = transform_clip(
                     images,
                     masks,
-                    cfg=self.transform,
+                    resolution=res,
+                    augment=self.augment,
                     rng=rng,
-                    train=self.augment,
                     out_images=out,
                     out_masks=out_masks,
                 )

@@ -18,11 +18,12 @@ Reading: shards are read by row group (only the groups holding the clip's frames
 needed columns, with ranged reads on object stores); each worker process opens its own
 filesystem and files lazily, so no gcsfs object crosses a fork.
 
-Mixed image + video training (:class:`DataConfig.sources`): each dataset has its own batch
+Mixed image + video training (``LoaderConfig.sources``): each dataset has its own batch
 size and loader; the order in which batches are drawn from them is a shuffle seeded by
 ``(seed, epoch)`` of each loader's batch count, identical on every rank.
 
-This module holds the configs and the per-rank loaders; the parts live in :mod:`.sources`
+This module holds the per-rank loaders; the settings are :class:`~.config.LoaderConfig`; the
+parts live in :mod:`.sources`
 (where clips are read from), :mod:`.partition` (the epoch plan as pure functions),
 :mod:`.stream` (one source's batches in one process, with read-ahead) and :mod:`.buffers`
 (output tensors). Their public names are re-exported here.
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -44,18 +44,17 @@ from sam2_core.data.loader.buffers import (
     storage_handle,
 )
 from sam2_core.data.loader.collate import BatchedVideo
+from sam2_core.data.loader.config import LoaderConfig, SourceConfig
 from sam2_core.data.loader.partition import epoch_order, mix_order, rank_batches, worker_batches
 from sam2_core.data.loader.sampler import ClipSampler
 from sam2_core.data.loader.sources import (
     ClipSource,
     RecordSource,
     ShardSource,
-    SourceConfig,
     VideoMeta,
     open_source,
 )
 from sam2_core.data.loader.stream import MAX_SUBSTITUTIONS, ClipStream, _cv2_pool_stopped
-from sam2_core.data.loader.transforms import TransformConfig
 from sam2_core.data.readers.records import DataError, VideoRecord
 
 __all__ = [
@@ -63,7 +62,7 @@ __all__ = [
     "BufferPool",
     "ClipSource",
     "ClipStream",
-    "DataConfig",
+    "LoaderConfig",
     "RecordSource",
     "ShardSource",
     "SourceConfig",
@@ -80,77 +79,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class DataConfig:
-    """Training data settings (defaults: Meta's MOSE fine-tuning recipe).
-
-    Set ``shards`` (a ``sam2kf shard`` output) or ``raw`` (any dataset ``iter_videos`` reads,
-    e.g. a JPEG frame folder); or list several :class:`SourceConfig` in ``sources`` for mixed
-    training (then the top-level ``shards``/``raw``/sampling fields are ignored).
-    """
-
-    shards: str | None = None
-    raw: str | None = None
-    fmt: str = "auto"
-    split: str | None = "train"
-    resolution: int = 1024
-    num_frames: int = 8
-    max_num_objects: int = 3
-    batch_size: int = 1
-    num_workers: int = 2
-    reverse_time_prob: float = 0.0
-    multiplier: int = 1
-    pin_memory: bool = False
-    prefetch_factor: int = 2
-    augment: bool = True
-    hflip_prob: float = 0.5
-    degrees: float = 25.0
-    shear: float = 20.0
-    brightness: float = 0.1
-    contrast: float = 0.03
-    saturation: float = 0.03
-    grayscale_prob: float = 0.05
-    frame_brightness: float = 0.1
-    frame_contrast: float = 0.05
-    frame_saturation: float = 0.05
-    sources: list[SourceConfig] = field(default_factory=list)
-
-    def transform_config(self) -> TransformConfig:
-        return TransformConfig(
-            resolution=self.resolution,
-            hflip_prob=self.hflip_prob,
-            degrees=self.degrees,
-            shear=self.shear,
-            brightness=self.brightness,
-            contrast=self.contrast,
-            saturation=self.saturation,
-            grayscale_prob=self.grayscale_prob,
-            frame_brightness=self.frame_brightness,
-            frame_contrast=self.frame_contrast,
-            frame_saturation=self.frame_saturation,
-        )
-
-    def source_configs(self) -> list[SourceConfig]:
-        if self.sources:
-            return [s if isinstance(s, SourceConfig) else SourceConfig(**s) for s in self.sources]
-        if not self.shards and not self.raw:
-            raise ValueError("DataConfig needs data.shards, data.raw or data.sources")
-        return [
-            SourceConfig(
-                name="all",
-                shards=self.shards,
-                raw=self.raw,
-                fmt=self.fmt,
-                split=self.split,
-                batch_size=self.batch_size,
-                num_frames=self.num_frames,
-                max_num_objects=self.max_num_objects,
-                reverse_time_prob=self.reverse_time_prob,
-                multiplier=self.multiplier,
-            )
-        ]
-
-
 class _SourceLoader:
     """One source's plan for one rank: its items, sampler and per-epoch batches."""
 
@@ -159,7 +87,7 @@ class _SourceLoader:
         cfg: SourceConfig,
         source: ClipSource,
         *,
-        data: DataConfig,
+        data: LoaderConfig,
         rank: int,
         world_size: int,
     ) -> None:
@@ -202,13 +130,13 @@ class _SourceLoader:
         return ClipStream(
             self.source,
             cfg=self.cfg,
-            transform=self.data.transform_config(),
+            resolution=self.data.resolution,
+            augment=self.data.augment,
             items=self.items,
             batches=self.batches(epoch, seed),
             start=start,
             seed=seed,
             epoch=epoch,
-            augment=self.data.augment,
             buffers=self.buffers,
         )
 
@@ -253,7 +181,7 @@ class TrainLoader:
 
     def __init__(
         self,
-        cfg: DataConfig,
+        cfg: LoaderConfig,
         *,
         rank: int,
         world_size: int,
@@ -334,7 +262,7 @@ class TrainLoader:
 
 
 def build_train_loader(
-    cfg: DataConfig,
+    cfg: LoaderConfig,
     *,
     rank: int,
     world_size: int,

@@ -33,33 +33,16 @@ import cv2
 import numpy as np
 import torch
 
+from sam2_core.data.loader.config import AugmentConfig
 from sam2_core.data.readers.records import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: colour of the pixels the affine brings in from outside the frame (RGB, the official value)
+AFFINE_FILL = (123, 116, 103)
 _GRAY = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 #: BGR (as decoded by OpenCV) -> RGB, as a matrix so it folds into the first colour transform.
 _BGR_TO_RGB = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=np.float64)
-
-
-@dataclass(frozen=True)
-class TransformConfig:
-    """Augmentation knobs (defaults: Meta's MOSE fine-tuning recipe)."""
-
-    resolution: int = 1024
-    hflip_prob: float = 0.5
-    degrees: float = 25.0
-    shear: float = 20.0
-    brightness: float = 0.1
-    contrast: float = 0.03
-    saturation: float = 0.03
-    grayscale_prob: float = 0.05
-    frame_brightness: float = 0.1
-    frame_contrast: float = 0.05
-    frame_saturation: float = 0.05
-    fill: tuple[int, int, int] = (123, 116, 103)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
 
 
 @dataclass
@@ -104,7 +87,7 @@ def _jitter_draw(
     return factors, order
 
 
-def sample_params(cfg: TransformConfig, num_frames: int, rng: np.random.Generator) -> ClipParams:
+def sample_params(cfg: AugmentConfig, num_frames: int, rng: np.random.Generator) -> ClipParams:
     """Draw every random choice of a clip (the same draws for the same generator state)."""
     p = ClipParams()
     p.flip = bool(rng.random() < cfg.hflip_prob)
@@ -322,9 +305,9 @@ def transform_clip(
     images: Sequence[bytes | np.ndarray | DecodedImage],
     masks: Sequence[np.ndarray],
     *,
-    cfg: TransformConfig,
+    resolution: int,
+    augment: AugmentConfig,
     rng: np.random.Generator | None = None,
-    train: bool = True,
     params: ClipParams | None = None,
     out_images: torch.Tensor | None = None,
     out_masks: torch.Tensor | None = None,
@@ -335,9 +318,10 @@ def transform_clip(
         images: ``T`` encoded JPEGs (bytes, decoded here), RGB ``uint8 [H, W, 3]`` arrays, or
             :class:`DecodedImage` frames from :func:`decode_images`.
         masks: ``T`` bool arrays ``[O, H, W]`` at the original frame size (same O every frame).
-        cfg: the augmentation knobs.
-        rng: random generator (required when ``train`` and ``params`` is None).
-        train: False applies only the square resize and normalisation (evaluation).
+        resolution: side ``R`` of the square output.
+        augment: the augmentation recipe; with ``enabled`` False only the square resize and
+            the normalisation are applied (evaluation).
+        rng: random generator (required when augmenting and ``params`` is None).
         params: explicit draws (tests); otherwise drawn from ``rng``.
         out_images: optional float32 ``[T, 3, R, R]`` tensor to write into (for example a slice
             ``batch[:, b]`` of a batch buffer in shared memory, which saves a copy per frame).
@@ -349,12 +333,13 @@ def transform_clip(
     num_t = len(images)
     if num_t == 0 or len(masks) != num_t:
         raise DataError(f"clip needs >= 1 frame and one mask stack per frame ({num_t} frames)")
-    res = cfg.resolution
+    res = resolution
+    train = augment.enabled
     if params is None:
         if train:
             if rng is None:
-                raise ValueError("transform_clip(train=True) needs rng or params")
-            params = sample_params(cfg, num_t, rng)
+                raise ValueError("transform_clip with augmentation enabled needs rng or params")
+            params = sample_params(augment, num_t, rng)
         else:
             params = ClipParams(frame_jitter=[((1.0, 1.0, 1.0), (0, 1, 2))] * num_t)
     num_obj = int(np.asarray(masks[0]).shape[0])
@@ -394,9 +379,9 @@ def transform_clip(
             _move_masks(first_masks, m_mask, res, out=mask_np[0])
 
     frames = _FrameBuffers(res)
-    fill_bgra = (cfg.fill[2], cfg.fill[1], cfg.fill[0], 0)
-    scale = np.array(cfg.std, dtype=np.float64) * 255.0
-    offset = np.array(cfg.mean, dtype=np.float64) * 255.0
+    fill_bgra = (AFFINE_FILL[2], AFFINE_FILL[1], AFFINE_FILL[0], 0)
+    scale = np.array(IMAGENET_STD, dtype=np.float64) * 255.0
+    offset = np.array(IMAGENET_MEAN, dtype=np.float64) * 255.0
     out_np = out_images.numpy()  # a view: cv2 writes straight into the tensor's memory
     for t in range(num_t):
         img = _decode(images[t], flag)
