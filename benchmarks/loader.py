@@ -278,8 +278,8 @@ def main() -> int:
     if args.cv2_threads > 0:
         cv2.setNumThreads(args.cv2_threads)
 
+    from sam2_core.data.prep.shard_writer import write_shards
     from sam2_core.data.prep.synthetic import make_records, write_frame_folders
-    from sam2_core.data.readers.shards import write_shards
 
     t0 = time.perf_counter()
     records = make_records(

@@ -26,8 +26,8 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=24)
     args = ap.parse_args()
 
+    from sam2_core.data.prep.shard_writer import write_shards
     from sam2_core.data.prep.synthetic import make_records, write_frame_folders
-    from sam2_core.data.readers.shards import write_shards
 
     records = make_records(
         num_videos=args.videos, num_frames=args.frames, height=720, width=1280, quality=95

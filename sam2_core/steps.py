@@ -150,7 +150,7 @@ def shard_step(
 
     Dataset name and version come from the frames artifact (set by :func:`extract_step`).
     """
-    from sam2_core.data.readers.shards import write_shards
+    from sam2_core.data.prep.shard_writer import write_shards
     from sam2_core.registry import Registry
 
     dataset_name = str(frames.metadata["dataset_name"])

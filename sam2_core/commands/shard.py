@@ -52,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sam2_core.data.prep.shard_writer import write_shards
     from sam2_core.data.readers.records import DataError
-    from sam2_core.data.readers.shards import ShardIndex, write_shards
+    from sam2_core.data.readers.shards import ShardIndex
 
     try:
         if args.dst is None:

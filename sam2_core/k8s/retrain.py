@@ -147,7 +147,7 @@ def run_data_steps(
         log.info(
             "extracted %d videos (%d failed) to %s", len(summary.ok), len(summary.failed), frames
         )
-    write_shards = importlib.import_module("sam2_core.data.readers.shards").write_shards
+    write_shards = importlib.import_module("sam2_core.data.prep.shard_writer").write_shards
 
     write_shards(src=frames, dst=shards, shard_size_mb=shard_size_mb, val_fraction=val_fraction)
     log.info("wrote shards to %s", shards)

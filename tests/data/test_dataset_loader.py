@@ -8,15 +8,11 @@ import pytest
 import torch
 
 from sam2_core.data.loader.config import LoaderConfig, SourceConfig
-from sam2_core.data.loader.train_loader import (
-    build_train_loader,
-    mix_order,
-    rank_batches,
-    worker_batches,
-)
+from sam2_core.data.loader.partition import mix_order, rank_batches, worker_batches
+from sam2_core.data.loader.train_loader import build_train_loader
+from sam2_core.data.prep.shard_writer import write_shards
 from sam2_core.data.prep.synthetic import make_records
 from sam2_core.data.readers.records import VideoRecord
-from sam2_core.data.readers.shards import write_shards
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +157,7 @@ def test_raw_frame_folder_source(tmp_path: Path) -> None:
 
 
 def test_buffer_pool_reuses_only_unreferenced_buffers() -> None:
-    from sam2_core.data.loader.train_loader import BufferPool
+    from sam2_core.data.loader.buffers import BufferPool
 
     pool = BufferPool(per_shape=2)
     a = pool.get((2, 3), torch.float32)

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from sam2_core.data.prep.shard_writer import assign_split, assign_splits, write_shards
 from sam2_core.data.prep.synthetic import make_records
 from sam2_core.data.readers.records import DataError, RleMask, VideoObject, VideoRecord
 from sam2_core.data.readers.shards import (
@@ -17,10 +18,7 @@ from sam2_core.data.readers.shards import (
     MANIFEST,
     ShardIndex,
     ShardReader,
-    assign_split,
-    assign_splits,
     iter_shard_videos,
-    write_shards,
 )
 
 

@@ -9,12 +9,16 @@ import gc
 import pytest
 import torch
 
-from sam2_core.data.loader.buffers import SharedRing, storage_handle
+from sam2_core.data.loader.buffers import (
+    SharedRing,
+    release_batches_when_unused,
+    storage_handle,
+)
 from sam2_core.data.loader.collate import BatchedVideo
 from sam2_core.data.loader.config import LoaderConfig
-from sam2_core.data.loader.train_loader import _releasing, build_train_loader
+from sam2_core.data.loader.train_loader import build_train_loader
+from sam2_core.data.prep.shard_writer import write_shards
 from sam2_core.data.prep.synthetic import make_records
-from sam2_core.data.readers.shards import write_shards
 
 
 def _batch(ring: SharedRing, *, received: bool = False) -> BatchedVideo:
@@ -56,7 +60,7 @@ def test_consumer_releases_only_batches_nobody_uses() -> None:
         while made:
             yield made.pop(0)
 
-    it = _releasing(arriving())
+    it = release_batches_when_unused(arriving())
     first = next(it)
     kept_view = first.img_batch[0]  # a view keeps the first batch's buffer in use
     del first

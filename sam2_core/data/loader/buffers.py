@@ -4,10 +4,13 @@ workers a ring of shared-memory buffers that the consuming process hands back.""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import get_worker_info
+
+from sam2_core.data.loader.collate import BatchedVideo
 
 
 class BufferPool:
@@ -149,6 +152,20 @@ def release_when_unused(
         else:
             still.append((handles, tokens))
     return still
+
+
+def release_batches_when_unused(batches: Iterator[BatchedVideo]) -> Iterator[BatchedVideo]:
+    """Worker batches, handing each one's shared buffers back to its worker once nothing in
+    this process uses them any more (checked whenever the next batch is asked for)."""
+    held: list[tuple[list[torch.Tensor], BufferTokens]] = []
+    for batch in batches:
+        held = release_when_unused(held)
+        tokens = batch.buffer_tokens
+        if tokens is not None:
+            batch.buffer_tokens = None
+            handles = [storage_handle(batch.img_batch), storage_handle(batch.masks)]
+            held.append((handles, tokens))
+        yield batch
 
 
 def _unreferenced(buf: torch.Tensor) -> bool:

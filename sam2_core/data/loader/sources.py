@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from sam2_core.data.loader.config import SourceConfig
+from sam2_core.data.readers.formats import detect_format, iter_videos
 from sam2_core.data.readers.records import DataError, VideoRecord
+from sam2_core.data.readers.shards import ShardIndex, ShardReader
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +55,13 @@ class ClipSource:
         return {}
 
 
-class ShardSource(ClipSource):
+class ShardClipSource(ClipSource):
     """Clips from a ``sam2kf shard`` directory (read ahead by :class:`ClipStream`: one ranged
     read per clip, so hiding its latency behind the transform pays most on object stores)."""
 
     prefetch = True
 
     def __init__(self, url: str, *, split: str | None = "train") -> None:
-        from sam2_core.data.readers.shards import ShardIndex
-
         self.url = url.rstrip("/")
         index = ShardIndex.open(self.url)
         self.manifest = index.manifest
@@ -73,8 +73,6 @@ class ShardSource(ClipSource):
         self._pid = -1
 
     def _get_reader(self) -> Any:
-        from sam2_core.data.readers.shards import ShardReader
-
         if self._reader is None or self._pid != os.getpid():
             # A fresh reader (and filesystem) per process: never reuse one across a fork.
             self._reader = ShardReader(self.url, self.manifest)
@@ -123,7 +121,7 @@ def _empty_rle(h: int, w: int) -> dict[str, Any]:
     return dict(mask_utils.encode(np.zeros((h, w, 1), dtype=np.uint8, order="F"))[0])
 
 
-class RecordSource(ClipSource):
+class RecordClipSource(ClipSource):
     """Clips from :class:`VideoRecord` objects: a raw dataset URL (JPEG frame folders, DAVIS,
     SA-V raw after extraction, SA-1B ...) read through ``iter_videos``, or records in memory.
 
@@ -140,7 +138,7 @@ class RecordSource(ClipSource):
         split: str | None = "train",
     ) -> None:
         if (url is None) == (records is None):
-            raise ValueError("RecordSource needs exactly one of url or records")
+            raise ValueError("RecordClipSource needs exactly one of url or records")
         self.url = url or "<records>"
         self._fmt = fmt
         self._split = split
@@ -157,8 +155,6 @@ class RecordSource(ClipSource):
         self.bytes_read = 0
 
     def _list(self) -> list[VideoRecord]:
-        from sam2_core.data.readers.formats import iter_videos
-
         try:
             recs = list(iter_videos(self.url, fmt=self._fmt, split=self._split))
         except DataError:
@@ -209,14 +205,12 @@ class RecordSource(ClipSource):
 
 def open_source(cfg: SourceConfig, *, records: list[VideoRecord] | None = None) -> ClipSource:
     if records is not None:
-        return RecordSource(records=records, split=cfg.split)
+        return RecordClipSource(records=records, split=cfg.split)
     if cfg.shards:
-        return ShardSource(cfg.shards, split=cfg.split)
+        return ShardClipSource(cfg.shards, split=cfg.split)
     if cfg.raw:
-        from sam2_core.data.readers.formats import detect_format
-
         fmt = cfg.fmt if cfg.fmt != "auto" else detect_format(cfg.raw)
         if fmt == "parquet":
-            return ShardSource(cfg.raw, split=cfg.split)
-        return RecordSource(cfg.raw, fmt=fmt, split=cfg.split)
+            return ShardClipSource(cfg.raw, split=cfg.split)
+        return RecordClipSource(cfg.raw, fmt=fmt, split=cfg.split)
     raise ValueError(f"source {cfg.name!r} needs shards or raw")

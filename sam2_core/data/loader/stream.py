@@ -3,7 +3,6 @@ transforms into reused output buffers, and the thread settings of DataLoader wor
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -253,24 +252,6 @@ class ClipStream(IterableDataset):
             visible=lambda p: self.source.visible(video, p),
             rng=rng,
         )
-
-
-@contextlib.contextmanager
-def _cv2_pool_stopped() -> Iterator[None]:
-    """Fork DataLoader workers while OpenCV's thread pool is stopped.
-
-    A child forked while the parent's OpenCV pool threads exist inherits the pool's state but
-    not its threads, and ``cv2.setNumThreads`` then blocks forever in the child. Stopping the
-    pool in the parent for the moment of the fork (and restoring it after) avoids that.
-    """
-    import cv2
-
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(threads)
 
 
 def _single_threaded() -> None:

@@ -22,59 +22,28 @@ Mixed image + video training (``LoaderConfig.sources``): each dataset has its ow
 size and loader; the order in which batches are drawn from them is a shuffle seeded by
 ``(seed, epoch)`` of each loader's batch count, identical on every rank.
 
-This module holds the per-rank loaders; the settings are :class:`~.config.LoaderConfig`; the
-parts live in :mod:`.sources`
-(where clips are read from), :mod:`.partition` (the epoch plan as pure functions),
-:mod:`.stream` (one source's batches in one process, with read-ahead) and :mod:`.buffers`
-(output tensors). Their public names are re-exported here.
+This module holds the per-rank loaders. Their settings are :class:`~.config.LoaderConfig`; the
+parts live in :mod:`.sources` (where clips are read from), :mod:`.partition` (the epoch plan as
+pure functions), :mod:`.stream` (one source's batches in one process, with read-ahead) and
+:mod:`.buffers` (output tensors).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 
-from torch import Tensor
 from torch.utils.data import DataLoader
 
-from sam2_core.data.loader.buffers import (
-    BufferPool,
-    BufferTokens,
-    release_when_unused,
-    storage_handle,
-)
+from sam2_core.data.loader.buffers import BufferPool, release_batches_when_unused
 from sam2_core.data.loader.collate import BatchedVideo
 from sam2_core.data.loader.config import LoaderConfig, SourceConfig
-from sam2_core.data.loader.partition import epoch_order, mix_order, rank_batches, worker_batches
+from sam2_core.data.loader.partition import mix_order, rank_batches
 from sam2_core.data.loader.sampler import ClipSampler
-from sam2_core.data.loader.sources import (
-    ClipSource,
-    RecordSource,
-    ShardSource,
-    VideoMeta,
-    open_source,
-)
-from sam2_core.data.loader.stream import MAX_SUBSTITUTIONS, ClipStream, _cv2_pool_stopped
+from sam2_core.data.loader.sources import ClipSource, open_source
+from sam2_core.data.loader.stream import ClipStream
 from sam2_core.data.readers.records import DataError, VideoRecord
-
-__all__ = [
-    "MAX_SUBSTITUTIONS",
-    "BufferPool",
-    "ClipSource",
-    "ClipStream",
-    "LoaderConfig",
-    "RecordSource",
-    "ShardSource",
-    "SourceConfig",
-    "TrainLoader",
-    "VideoMeta",
-    "build_train_loader",
-    "epoch_order",
-    "mix_order",
-    "open_source",
-    "rank_batches",
-    "worker_batches",
-]
 
 log = logging.getLogger(__name__)
 
@@ -154,21 +123,25 @@ class _SourceLoader:
             persistent_workers=False,
         )
         with _cv2_pool_stopped():
-            return _releasing(iter(loader))  # forks the workers
+            return release_batches_when_unused(iter(loader))  # forks the workers
 
 
-def _releasing(batches: Iterator[BatchedVideo]) -> Iterator[BatchedVideo]:
-    """Worker batches, handing each one's shared buffers back to its worker once nothing in
-    this process uses them any more (checked whenever the next batch is asked for)."""
-    held: list[tuple[list[Tensor], BufferTokens]] = []
-    for batch in batches:
-        held = release_when_unused(held)
-        tokens = batch.buffer_tokens
-        if tokens is not None:
-            batch.buffer_tokens = None
-            handles = [storage_handle(batch.img_batch), storage_handle(batch.masks)]
-            held.append((handles, tokens))
-        yield batch
+@contextlib.contextmanager
+def _cv2_pool_stopped() -> Iterator[None]:
+    """Fork DataLoader workers while OpenCV's thread pool is stopped.
+
+    A child forked while the parent's OpenCV pool threads exist inherits the pool's state but
+    not its threads, and ``cv2.setNumThreads`` then blocks forever in the child. Stopping the
+    pool in the parent for the moment of the fork (and restoring it after) avoids that.
+    """
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 class TrainLoader:

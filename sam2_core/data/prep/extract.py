@@ -34,6 +34,7 @@ from typing import Any
 
 from sam2_core import storage
 from sam2_core.data.readers.records import DataError
+from sam2_core.data.readers.rle import decode_rle
 from sam2_core.data.readers.sav import (
     FRAMES_DIR,
     JSON_DIR,
@@ -42,9 +43,11 @@ from sam2_core.data.readers.sav import (
     ann_every_of,
     annotation_url,
     list_raw_videos,
+    load_annotation,
     object_ids,
     validate_annotation,
 )
+from sam2_core.data.readers.video import DecodeStats, decode_frames, file_size
 
 SUMMARY_NAME = "extract_summary.json"
 _MARKER_README = (
@@ -186,8 +189,6 @@ def _local_copy(url: str) -> Iterator[str]:
 
 def _load_json(url: str) -> tuple[bytes, dict[str, Any]] | None:
     """Raw bytes and parsed content of an SA-V annotation JSON, or None when absent."""
-    from sam2_core.data.readers.sav import load_annotation
-
     if not storage.exists(url):
         return None
     return storage.read_bytes(url), load_annotation(url)
@@ -195,8 +196,6 @@ def _load_json(url: str) -> tuple[bytes, dict[str, Any]] | None:
 
 def extract_video(task: VideoTask) -> tuple[int, str | None]:
     """Extract one video; returns ``(kept frames, warning or None)``; DataError on bad input."""
-    from sam2_core.data.readers.video import file_size
-
     if file_size(task.mp4_url) == 0:
         raise DataError(f"{task.mp4_url}: zero-byte video file")
     loaded = _load_json(task.ann_url)
@@ -235,8 +234,6 @@ def _write_frames(
     JPEG encoding runs on a helper thread (Pillow releases the GIL) while the next frames
     decode, so decoding and encoding overlap.
     """
-    from sam2_core.data.readers.video import DecodeStats, decode_frames
-
     every, quality = task.every, task.quality
     stats = DecodeStats()
     size: tuple[int, int] | None = None
@@ -276,8 +273,6 @@ def _write_frames(
 def _write_masks(task: VideoTask, ann: dict[str, Any], total: int, stage: _Staging) -> None:
     """Per-object binary PNGs for annotated frames that have an extracted image."""
     from PIL import Image
-
-    from sam2_core.data.readers.rle import decode_rle
 
     step = ann_every_of(ann)
     ids = object_ids(ann)

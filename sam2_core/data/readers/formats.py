@@ -10,8 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sam2_core import storage
+from sam2_core.data.readers.davis import iter_davis
 from sam2_core.data.readers.files import list_entries
 from sam2_core.data.readers.records import DataError, VideoRecord
+from sam2_core.data.readers.sa1b import iter_sa1b
+from sam2_core.data.readers.sav import iter_sav_frames, iter_sav_raw
+from sam2_core.data.readers.shards import iter_shard_videos
 
 FORMATS = ("sav_raw", "sav_frames", "davis", "sa1b", "parquet")
 
@@ -90,21 +94,11 @@ def iter_videos(
 
 def _reader(url: str, fmt: str, *, annotations: str, split: str | None) -> Iterator[VideoRecord]:
     if fmt == "sav_raw":
-        from sam2_core.data.readers.sav import iter_sav_raw
-
         return iter_sav_raw(url, annotations=annotations, split=split)
     if fmt == "sav_frames":
-        from sam2_core.data.readers.sav import iter_sav_frames
-
         return iter_sav_frames(url, annotations=annotations, split=split)
     if fmt == "davis":
-        from sam2_core.data.readers.davis import iter_davis
-
         return iter_davis(url, split=split)
     if fmt == "sa1b":
-        from sam2_core.data.readers.sa1b import iter_sa1b
-
         return iter_sa1b(url, split=split)
-    from sam2_core.data.readers.shards import iter_shard_videos  # written by the sharding part
-
     return iter_shard_videos(url, split=split)

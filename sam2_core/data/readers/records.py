@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from sam2_core.data.readers.rle import decode_rle, encode_rle
+
 
 class DataError(ValueError):
     """Bad input data. The message always names the file (or video) and the problem."""
@@ -38,8 +40,6 @@ class RleMask:
     rle: dict[str, Any]
 
     def decode(self) -> np.ndarray:
-        from sam2_core.data.readers.rle import decode_rle
-
         return decode_rle(self.rle)
 
     def to_rle(self) -> dict[str, Any]:
@@ -61,8 +61,6 @@ class ArrayMask:
         return self.array.astype(bool, copy=False)
 
     def to_rle(self) -> dict[str, Any]:
-        from sam2_core.data.readers.rle import encode_rle
-
         return encode_rle(self.decode())
 
 
@@ -76,8 +74,6 @@ class CallableMask:
         return np.asarray(self.loader()).astype(bool, copy=False)
 
     def to_rle(self) -> dict[str, Any]:
-        from sam2_core.data.readers.rle import encode_rle
-
         return encode_rle(self.decode())
 
 

@@ -38,6 +38,7 @@ from sam2_core.data.readers.records import (
     VideoRecord,
     check_video_id,
 )
+from sam2_core.data.readers.video import Mp4FrameCache, probe_video
 
 ANN_EVERY = 4
 FRAMES_DIR = "JPEGImages_24fps"
@@ -218,8 +219,6 @@ def read_raw_video(
     ``frames="annotated"`` exposes the annotated frames (every 4th: what training uses);
     ``"all"`` exposes every frame. Images are decoded from the mp4 on first access.
     """
-    from sam2_core.data.readers.video import Mp4FrameCache, probe_video
-
     ann_url = annotation_url(mp4_url, video_id, annotations)
     ann = load_annotation(ann_url)
     if "video_id" in ann and str(ann["video_id"]) != video_id:
