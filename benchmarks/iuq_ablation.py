@@ -96,6 +96,7 @@ def _one_run(
     steps: int | None = None,
     init: str | None = None,
 ) -> dict[str, Any]:
+    from sam2_core.eval.vos import validate_in_memory
     from sam2_core.train.config import load_train_config
     from sam2_core.train.trainer import run_training
 
@@ -121,7 +122,7 @@ def _one_run(
         *VARIANTS[variant],
     ]
     t0 = time.perf_counter()
-    summary = run_training(load_train_config(overrides))
+    summary = run_training(load_train_config(overrides), validate=validate_in_memory)
     wall = time.perf_counter() - t0
     with open(os.path.join(out, "train_stats.jsonl")) as f:
         stats = [json.loads(line) for line in f if line.strip()]

@@ -117,7 +117,7 @@ def _print_result(result: object, out: str) -> None:
 
 def _score_dirs(args: argparse.Namespace) -> int:
     from sam2_core.eval.jf import evaluate_predictions
-    from sam2_core.eval.report import DirSource, load_result_dir, write_report
+    from sam2_core.eval.report import DirOverlaySource, load_result_dir, write_report
 
     skip = not args.do_not_skip_first_and_last
     kw = dict(
@@ -143,7 +143,7 @@ def _score_dirs(args: argparse.Namespace) -> int:
             os.path.join(out, "report.html"),
             result,
             pred_dir=args.pred_dir,
-            source=DirSource(args.gt_dir, args.frames_dir),
+            source=DirOverlaySource(args.gt_dir, args.frames_dir),
             compare=other,
             compare_pred_dir=other_dir if other_dir and os.path.isdir(other_dir) else None,
             labels=args.labels,

@@ -57,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"sam2kf train: {e}", file=sys.stderr)
         return 2
+    from sam2_core.eval.vos import validate_in_memory
     from sam2_core.train.trainer import run_training
 
-    summary = run_training(cfg, dry_run=args.dry_run)
+    summary = run_training(cfg, dry_run=args.dry_run, validate=validate_in_memory)
     print(json.dumps(summary, default=str))
     return 0

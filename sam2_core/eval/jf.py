@@ -509,3 +509,19 @@ def load_summary(path: str) -> dict[str, Any]:
     with open(path) as f:
         data: dict[str, Any] = json.load(f)
     return data
+
+
+def video_scores_from_json(d: dict[str, Any]) -> VideoScores:
+    """The inverse of a video's JSON record (``_progress/<video>.json``, ``per_video``)."""
+    objs = [
+        ObjectScores(
+            o["video"],
+            o["obj"],
+            list(o["evaluated_frames"]),
+            list(o["counted_frames"]),
+            [float(x) for x in o["J_per_frame"]],
+            [float(x) for x in o["F_per_frame"]],
+        )
+        for o in d["objects"]
+    ]
+    return VideoScores(d["video"], d["layout"], objs, [], list(d.get("warnings", [])))

@@ -23,7 +23,13 @@ import cv2
 import numpy as np
 
 from sam2_core.data.readers.records import VideoRecord
-from sam2_core.eval.jf import JFResult, ObjectScores, VideoScores, read_label_png
+from sam2_core.eval.jf import (
+    JFResult,
+    ObjectScores,
+    VideoScores,
+    read_label_png,
+    video_scores_from_json,
+)
 
 GT_COLOUR = (0, 200, 0)  # RGB
 PRED_COLOUR = (230, 30, 30)
@@ -51,7 +57,7 @@ def _frame_index(frame: str) -> int:
 
 
 @dataclass
-class RecordSource:
+class RecordOverlaySource:
     """Frames and GT from in-memory :class:`VideoRecord`s (``evaluate_model``)."""
 
     records: Mapping[str, VideoRecord]
@@ -64,7 +70,7 @@ class RecordSource:
 
 
 @dataclass
-class DirSource:
+class DirOverlaySource:
     """GT from a mask folder (either layout); frames from ``frames_dir/<video>/<stem>.jpg``."""
 
     gt_dir: str
@@ -288,7 +294,7 @@ def write_report(
     Args:
         result: the scores to report; ``compare``: a second prediction set's scores.
         pred_dir, compare_pred_dir: prediction folders (either layout) for the overlays.
-        source: frames and GT for the overlays (:class:`RecordSource` or :class:`DirSource`);
+        source: frames and GT for the overlays (:class:`RecordOverlaySource` or :class:`DirOverlaySource`);
             without it (or without ``pred_dir``) the report has no strips.
         worst: number of worst videos (lowest J&F) that get a strip of their worst object.
     """
@@ -385,7 +391,6 @@ def _video_jf(v: VideoScores) -> float:
 def load_result_dir(path: str) -> JFResult:
     """Scores of an earlier run from its ``per_frame.json`` (written by ``JFResult.write``)."""
     from sam2_core import storage
-    from sam2_core.eval.vos import _video_scores_from_json
 
     # ``path`` may be a local folder or an object-store URL (sam2kf evaluate --out gs://...)
     pf = storage.join(path, "per_frame.json")
@@ -400,7 +405,7 @@ def load_result_dir(path: str) -> JFResult:
     for o in objs:
         by_video.setdefault(o["video"], []).append(o)
     videos = [
-        _video_scores_from_json({"video": v, "layout": "sav", "objects": os_})
+        video_scores_from_json({"video": v, "layout": "sav", "objects": os_})
         for v, os_ in sorted(by_video.items())
     ]
     return JFResult(videos, skip_first_and_last=skip)

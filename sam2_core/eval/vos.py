@@ -41,6 +41,7 @@ from sam2_core.eval.jf import (
     SequenceScorer,
     VideoScores,
     frames_to_evaluate,
+    video_scores_from_json,
 )
 from sam2_core.eval.layouts import (
     PredLayout,
@@ -437,21 +438,6 @@ def _video_scores_to_json(v: VideoScores) -> dict[str, Any]:
     }
 
 
-def _video_scores_from_json(d: dict[str, Any]) -> VideoScores:
-    objs = [
-        ObjectScores(
-            o["video"],
-            o["obj"],
-            list(o["evaluated_frames"]),
-            list(o["counted_frames"]),
-            [float(x) for x in o["J_per_frame"]],
-            [float(x) for x in o["F_per_frame"]],
-        )
-        for o in d["objects"]
-    ]
-    return VideoScores(d["video"], d["layout"], objs, [], list(d.get("warnings", [])))
-
-
 def evaluate_model(
     *,
     model: Any,
@@ -529,7 +515,7 @@ def evaluate_model(
             marker = os.path.join(prog_root, f"{rec.video_id}.json")
             if resume and os.path.exists(marker):
                 with open(marker) as f:
-                    scored.append(_video_scores_from_json(json.load(f)))
+                    scored.append(video_scores_from_json(json.load(f)))
                 continue
             shutil.rmtree(os.path.join(pred_root, rec.video_id), ignore_errors=True)
             vs = predict_and_score_video(
@@ -567,7 +553,7 @@ def evaluate_model(
         }
     )
     if report:
-        from sam2_core.eval.report import RecordSource, write_report
+        from sam2_core.eval.report import RecordOverlaySource, write_report
 
         other = None
         if compare_dir:
@@ -578,7 +564,7 @@ def evaluate_model(
             os.path.join(out, "report.html"),
             result,
             pred_dir=pred_root,
-            source=RecordSource(records),
+            source=RecordOverlaySource(records),
             compare=other,
             compare_pred_dir=_compare_pred_dir(compare_dir),
             title=f"J&F: {summary['model']} on {summary['data']}",
@@ -609,7 +595,7 @@ def _evaluate_remote(kwargs: dict[str, Any]) -> dict[str, Any]:
     import tempfile
 
     from sam2_core import storage
-    from sam2_core.train.tb_mirror import TensorBoardMirror
+    from sam2_core.tb_mirror import TensorBoardMirror
 
     out = str(kwargs["out"])
     tb = TensorBoardMirror(kwargs["tensorboard_dir"]) if kwargs["tensorboard_dir"] else None

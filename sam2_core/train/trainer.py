@@ -16,7 +16,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from sam2_core import storage
+from sam2_core.data.readers.formats import iter_videos
+from sam2_core.tb_mirror import TensorBoardMirror
 from sam2_core.train import distributed as D
 from sam2_core.train.checkpoint import CheckpointManager, rng_state, set_rng_state
 from sam2_core.train.config import TrainConfig
@@ -31,9 +33,13 @@ from sam2_core.train.losses import CORE_LOSS_KEY, LOSS_KEYS, MultiStepMultiMasks
 from sam2_core.train.model_train import SAM2Train
 from sam2_core.train.optim import ScheduledOptimizer, freeze_parameters
 from sam2_core.train.prompts import PromptSimulator
-from sam2_core.train.tb_mirror import TensorBoardMirror
 
 log = logging.getLogger(__name__)
+
+#: In-training validation, passed in by the caller so that training never imports evaluation:
+#: ``validate(model, records, max_videos=N)`` -> summary with at least ``"J&F"`` (x100).
+#: ``model`` is the plain (DDP-unwrapped) SAM2Base, ``records`` the validation videos.
+Validator = Callable[..., dict[str, Any]]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -73,9 +79,12 @@ def _graph_anchor(outs: list[dict[str, Any]]) -> Tensor | None:
 class Trainer:
     """Holds the training state of one process. Use :func:`run_training`."""
 
-    def __init__(self, cfg: TrainConfig, info: D.DistInfo) -> None:
+    def __init__(
+        self, cfg: TrainConfig, info: D.DistInfo, *, validate: Validator | None = None
+    ) -> None:
         self.cfg = cfg
         self.info = info
+        self.validator = validate
         self.device = info.device
         t = cfg.trainer
         self.out = t.output_dir.rstrip("/")
@@ -312,7 +321,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # validation
     def validate(self) -> dict[str, float] | None:
-        """J&F on the validation data through ``sam2_core.eval.vos.validate_in_memory``."""
+        """J&F on the validation data through the ``validate`` callable given at construction."""
         result: dict[str, float] | None = None
         if self.info.is_main:
             result = self._validate_main()
@@ -328,10 +337,8 @@ class Trainer:
         return result
 
     def _validate_main(self) -> dict[str, float] | None:
-        try:
-            from sam2_core.eval.vos import validate_in_memory
-        except ImportError:
-            log.info("validation skipped: sam2_core.eval.vos.validate_in_memory is not available")
+        if self.validator is None:
+            log.info("validation skipped: no validator given (sam2kf train passes J&F)")
             return None
         records = self._val_records()
         if not records:
@@ -341,7 +348,7 @@ class Trainer:
         self.model.eval()
         try:
             with torch.no_grad():
-                summary = validate_in_memory(
+                summary = self.validator(
                     self.model, records, max_videos=self.cfg.data.val_max_videos
                 )
         finally:
@@ -355,10 +362,6 @@ class Trainer:
 
     def _val_records(self) -> list[Any]:
         d = self.cfg.data
-        try:
-            from sam2_core.data.readers.formats import iter_videos
-        except ImportError:
-            return []
         limit = d.val_max_videos or 10**9
         if d.val:
             url, split = d.val, None
@@ -556,15 +559,21 @@ class Trainer:
         self._write_stats(record)
 
 
-def run_training(cfg: TrainConfig, *, dry_run: bool = False) -> dict[str, Any]:
-    """Train according to ``cfg`` in this process (torchrun-aware); returns a summary dict."""
+def run_training(
+    cfg: TrainConfig, *, dry_run: bool = False, validate: Validator | None = None
+) -> dict[str, Any]:
+    """Train according to ``cfg`` in this process (torchrun-aware); returns a summary dict.
+
+    ``validate`` runs the in-training validation (e.g. ``sam2_core.eval.vos.validate_in_memory``);
+    without it, validation steps are skipped with a log line.
+    """
     info = D.init_distributed(
         cfg.trainer.device,
         backend=cfg.trainer.dist_backend,
         timeout_min=cfg.trainer.dist_timeout_min,
     )
     try:
-        trainer = Trainer(cfg, info)
+        trainer = Trainer(cfg, info, validate=validate)
         return trainer.run(dry_run=dry_run)
     finally:
         D.cleanup()

@@ -15,7 +15,7 @@ import pytest
 from sam2_core.cli import main as cli_main
 from sam2_core.eval.jf import evaluate_predictions
 from sam2_core.eval.report import (
-    DirSource,
+    DirOverlaySource,
     kfp_v1_metrics,
     log_kfp_metrics,
     log_tensorboard,
@@ -46,7 +46,7 @@ def report(jf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             str(out / "report.html"),
             res,
             pred_dir=str(jf_dir / "pred"),
-            source=DirSource(str(jf_dir / "gt")),
+            source=DirOverlaySource(str(jf_dir / "gt")),
             compare=ref,
             compare_pred_dir=str(jf_dir / "gt"),
             labels=("challenger", "champion"),

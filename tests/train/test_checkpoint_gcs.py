@@ -21,8 +21,8 @@ import torch
 from data.conftest import run_gcs_emulator
 
 from sam2_core import storage
+from sam2_core.tb_mirror import TensorBoardMirror
 from sam2_core.train.checkpoint import CheckpointManager, CheckpointWarning
-from sam2_core.train.tb_mirror import TensorBoardMirror
 
 
 @pytest.fixture(scope="module")
