@@ -29,6 +29,7 @@ import posixpath
 import re
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -201,6 +202,7 @@ def download(
     size: int | None = None,
     progress: bool = True,
     retries: int = 2,
+    backoff_s: float = 1.0,
     timeout_s: float = 60.0,
 ) -> Downloaded:
     """Fetch ``url`` to ``dest`` once; later calls reuse ``dest`` without network access.
@@ -217,6 +219,7 @@ def download(
             so pod logs stay short).
         retries: further attempts, each resuming where the last stopped, after a transfer
             breaks off; the partial file is kept after the last one for a later call.
+        backoff_s: pause before the first retry, doubled for each further one (at most 30 s).
         timeout_s: socket timeout of each connect and read.
 
     Returns:
@@ -234,18 +237,25 @@ def download(
     fs, final_path = storage.get_fs(dest)
     local = storage.is_local(dest)
     if local:
-        os.makedirs(os.path.dirname(final_path) or ".", exist_ok=True)
+        folder = os.path.dirname(final_path) or "."
         part = final_path + PART_SUFFIX
         lock = final_path + ".lock"
     else:
         # Object stores cannot append: stage locally (resumable within this machine), then
         # upload the whole file in one go.
-        staging = os.path.join(tempfile.gettempdir(), "sam2kf-downloads")
-        os.makedirs(staging, exist_ok=True)
+        folder = os.path.join(tempfile.gettempdir(), "sam2kf-downloads")
         key = hashlib.sha256(dest.encode()).hexdigest()[:16]
-        part = os.path.join(staging, f"{key}-{posixpath.basename(final_path)}{PART_SUFFIX}")
+        part = os.path.join(folder, f"{key}-{posixpath.basename(final_path)}{PART_SUFFIX}")
         lock = part + ".lock"
-    with _locked(lock, what=dest):
+    try:
+        os.makedirs(folder, exist_ok=True)
+        lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DownloadError(
+            f"cannot write into {folder} to download {dest} ({exc.strerror or exc}); "
+            "give a writable cache folder"
+        ) from None
+    with _locked(lock_fd, what=dest):
         # Another process may have finished the same file while this one waited for the lock.
         hit = cached(dest, sha256=pinned)
         if hit is not None:
@@ -256,6 +266,7 @@ def download(
             size=size,
             progress=progress,
             retries=retries,
+            backoff_s=backoff_s,
             timeout_s=timeout_s,
             label=posixpath.basename(final_path),
         )
@@ -285,9 +296,8 @@ def download(
 
 
 @contextlib.contextmanager
-def _locked(lock_path: str, *, what: str) -> Iterator[None]:
-    """Exclusive ``flock`` on ``lock_path`` (released when the descriptor closes)."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+def _locked(fd: int, *, what: str) -> Iterator[None]:
+    """Exclusive ``flock`` on the open lock file ``fd``; closing it releases the lock."""
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -306,6 +316,7 @@ def _fetch(
     size: int | None,
     progress: bool,
     retries: int,
+    backoff_s: float,
     timeout_s: float,
     label: str,
 ) -> tuple[str, int, int, int]:
@@ -313,7 +324,10 @@ def _fetch(
     fetched_sum = 0
     resumed_from: int | None = None  # of the first attempt: what earlier calls left behind
     last: _Interrupted | None = None
-    for _attempt in range(max(0, retries) + 1):
+    attempts = max(0, retries) + 1
+    for attempt in range(attempts):
+        if attempt and backoff_s > 0:
+            time.sleep(min(backoff_s * 2 ** (attempt - 1), 30.0))
         try:
             digest, total, fetched, resumed = _fetch_once(
                 url, part, size=size, progress=progress, timeout_s=timeout_s, label=label
@@ -328,11 +342,13 @@ def _fetch(
         resumed_from = resumed if resumed_from is None else resumed_from
         return digest, total, fetched_sum, resumed_from
     assert last is not None
+    tries = f"after {attempts} attempt(s)"
+    if not last.have and last.total is None:
+        raise DownloadError(f"download of {url} failed ({last.reason}) {tries}", network=True)
     of = f" of {last.total}" if last.total is not None else ""
     keep = f"; run again to resume from the {last.have} bytes kept in {part}" if last.have else ""
     raise DownloadError(
-        f"download of {url} stopped at {last.have}{of} bytes ({last.reason}) after "
-        f"{max(0, retries) + 1} attempt(s){keep}",
+        f"download of {url} stopped at {last.have}{of} bytes ({last.reason}) {tries}{keep}",
         network=True,
     )
 

@@ -254,6 +254,12 @@ def resolve_checkpoint(
     if release is None:
         digest = None
         if pinned is not None and spec and storage.exists(spec):
+            fs, path = storage.get_fs(spec)
+            if fs.isdir(path):
+                raise ValueError(
+                    f"checkpoint {spec} is a folder; a sha256 pin needs the checkpoint file "
+                    "itself (e.g. .../model_final.pt)"
+                )
             digest, _size = file_sha256(spec)
             if digest != pinned:
                 raise DownloadError(

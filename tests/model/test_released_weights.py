@@ -149,7 +149,7 @@ def test_interrupted_transfer_resumes_with_a_range_request(server: _Server, tmp_
 
 def test_retries_resume_within_one_call(server: _Server, tmp_path: Path) -> None:
     server.cut_at, server.cut_times = 10_000, 2
-    got = download(_url(server), str(tmp_path / "w.pt"), retries=2, progress=True)
+    got = download(_url(server), str(tmp_path / "w.pt"), retries=2, backoff_s=0, progress=True)
     assert [r["range"] for r in server.requests] == [None, "bytes=10000-", "bytes=10000-"]
     assert got.sha256 == SHA and got.fetched_bytes == 65_536 and got.resumed_from == 0
 
@@ -184,7 +184,7 @@ def test_wrong_size_is_refused(server: _Server, tmp_path: Path) -> None:
     # A server that announces more than it sends: the size check keeps it incomplete.
     server.extra_length = 10
     with pytest.raises(DownloadError, match="stopped at 65536 of 65546 bytes"):
-        download(_url(server), str(dest), retries=1, progress=False)
+        download(_url(server), str(dest), retries=1, backoff_s=0, progress=False)
     assert not dest.exists() and not (tmp_path / "w.pt.sha256").exists()
 
 
@@ -359,7 +359,8 @@ def test_unreachable_download_suggests_the_mirror(tmp_path: Path) -> None:
             mirror=f"http://127.0.0.1:{port}/m",
             retries=0,
         )
-    assert "\n" not in str(exc.value) and MIRROR_ENV in str(exc.value)
+    msg = str(exc.value)
+    assert "\n" not in msg and MIRROR_ENV in msg and "failed (cannot connect" in msg
 
 
 def test_unknown_names_and_passthrough(tmp_path: Path) -> None:
@@ -379,4 +380,27 @@ def test_unknown_names_and_passthrough(tmp_path: Path) -> None:
     assert resolve_checkpoint(str(local), sha256=SHA).sha256 == SHA
     with pytest.raises(DownloadError, match="does not match the pinned"):
         resolve_checkpoint(str(local), sha256="1" * 64)
+    with pytest.raises(ValueError, match="is a folder"):
+        resolve_checkpoint(str(tmp_path), sha256=SHA)
     assert list(tmp_path.iterdir()) == [local]  # nothing was downloaded or recorded
+
+
+def test_a_file_changed_on_the_server_is_fetched_afresh(server: _Server, tmp_path: Path) -> None:
+    server.cut_at = 20_000
+    with pytest.raises(DownloadError):
+        download(_url(server), str(tmp_path / "w.pt"), retries=0, progress=False)
+    server.files["/files/sam2.1_hiera_tiny.pt"] = new = PAYLOAD[:50_000]
+    got = download(_url(server), str(tmp_path / "w.pt"), retries=0, progress=False)
+    # The ranged answer's total differs from the first one's: the partial bytes are dropped.
+    assert [r["range"] for r in server.requests] == [None, "bytes=20000-", None]
+    assert got.sha256 == hashlib.sha256(new).hexdigest() and got.resumed_from == 0
+    assert (tmp_path / "w.pt").read_bytes() == new
+
+
+def test_unwritable_cache_is_one_line(server: _Server, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    with pytest.raises(DownloadError) as exc:
+        download(_url(server), str(blocker / "sub" / "w.pt"), progress=False)
+    assert "\n" not in str(exc.value) and "give a writable cache folder" in str(exc.value)
+    assert server.requests == []
