@@ -37,6 +37,10 @@ MIRROR_ENV = "SAM2KF_CHECKPOINT_MIRROR"
 #: Default cache folder/URL for downloads (else ``$XDG_CACHE_HOME/sam2kf/checkpoints``).
 CACHE_ENV = "SAM2KF_CHECKPOINT_CACHE"
 
+#: Checkpoint spec meaning "Meta's SAM 2.1 checkpoint of the model size being built" (for
+#: configs that work for every size, e.g. ``model.checkpoint: released`` in an experiment).
+RELEASED_FOR_MODEL = "released"
+
 SAM2_1_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 SAM2_0_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
 
@@ -164,14 +168,28 @@ def _looks_like_name(spec: str) -> bool:
     return low.startswith("sam2") or "hiera" in low
 
 
-def lookup(spec: str) -> ReleasedCheckpoint | None:
+def lookup(spec: str, *, model: str | None = None) -> ReleasedCheckpoint | None:
     """The released checkpoint named ``spec``; ``None`` for paths and URLs.
+
+    ``spec`` may also be :data:`RELEASED_FOR_MODEL` (``"released"``): the SAM 2.1 checkpoint
+    of ``model``'s size.
 
     Raises:
         UnknownCheckpointName: ``spec`` looks like a released name but is none (and is not an
-            existing file), e.g. a typo or a model config name such as ``sam2.1_hiera_b+``.
+            existing file), e.g. a typo or a model config name such as ``sam2.1_hiera_b+``;
+            or ``"released"`` for a model without released weights.
     """
     name = spec.strip()
+    if name == RELEASED_FOR_MODEL:
+        sized = for_model(model) if model else None
+        if sized is None:
+            sizes = ", ".join(r.model for r in RELEASED.values() if r.version == "2.1")
+            raise UnknownCheckpointName(
+                f"checkpoint {RELEASED_FOR_MODEL!r} needs a model with released weights "
+                f"({sizes}), not {model or 'an unnamed model'}; choose one of those models, or "
+                "give no checkpoint to start from the initial weights"
+            )
+        return sized
     if name in RELEASED:
         return RELEASED[name]
     if not _looks_like_name(name) or os.path.exists(name):
@@ -222,6 +240,7 @@ def default_cache() -> str:
 def resolve_checkpoint(
     spec: str,
     *,
+    model: str | None = None,
     cache: str | None = None,
     sha256: str | None = None,
     mirror: str | None = None,
@@ -231,7 +250,10 @@ def resolve_checkpoint(
     """Turn a checkpoint spec into a verified path: released names are fetched once.
 
     Args:
-        spec: a released name (:data:`RELEASED_NAMES`), or a path/URL (returned unchanged).
+        spec: a released name (:data:`RELEASED_NAMES`), ``"released"`` (the SAM 2.1 checkpoint
+            of ``model``), or a path/URL (returned unchanged).
+        model: the model config the checkpoint is for; a released checkpoint of another size
+            is refused (:func:`check_model`). ``None`` skips the check.
         cache: folder or fsspec URL for downloads (``<cache>/<file>``); default
             :func:`default_cache`. Use the run's storage (PVC path, ``gs://bucket/cache``) so
             every pod and later run reuses one copy.
@@ -246,11 +268,15 @@ def resolve_checkpoint(
 
     Raises:
         UnknownCheckpointName: a name-like spec that is no released name.
+        ValueError: a released checkpoint of another size than ``model`` (subclasses of
+            ``ValueError`` above too).
         DownloadError: download failed or was refused, or the mirror lacks the file.
         ValueError: ``sha256`` is not a digest.
     """
     pinned = normalise_sha256(sha256) if sha256 else None
-    release = lookup(spec)
+    release = lookup(spec, model=model)
+    if release is not None and model is not None:
+        check_model(release, model)
     if release is None:
         digest = None
         if pinned is not None and spec and storage.exists(spec):

@@ -309,11 +309,15 @@ def test_released_name_is_downloaded_once_into_the_cache(
     again = resolve_checkpoint(" sam2.1_hiera_tiny ", cache=cache, sha256=SHA)
     assert again.origin == "cache" and again.path == first.path and len(server.requests) == 1
     assert "released checkpoint sam2.1_hiera_tiny" in again.describe()
-    released.check_model(again.release or tiny, "sam2.1_hiera_t")
-    with pytest.raises(
-        ValueError, match=re.escape("is for model sam2.1_hiera_t, not sam2.1_hiera_l")
-    ):
-        released.check_model(tiny, "sam2.1_hiera_l")
+    # "released" = the released checkpoint of the model being built.
+    sized = resolve_checkpoint("released", model="sam2.1_hiera_t", cache=cache)
+    assert sized.release == RELEASED[tiny.name] and sized.origin == "cache"
+    wrong_size = re.escape("is for model sam2.1_hiera_t, not sam2.1_hiera_l")
+    with pytest.raises(ValueError, match=wrong_size):
+        resolve_checkpoint("sam2.1_hiera_tiny", model="sam2.1_hiera_l", cache=cache)
+    with pytest.raises(UnknownCheckpointName, match="needs a model with released weights"):
+        resolve_checkpoint("released", model="tiny", cache=cache)
+    assert len(server.requests) == 1
 
 
 def test_mirror_env_var_http_and_folder(
