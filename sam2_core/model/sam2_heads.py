@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam2_core.model.common import MLP
-from sam2_core.model.mask_decoder import MaskDecoder
-from sam2_core.model.prompt_encoder import PromptEncoder
+from sam2_core.model.nn.common import MLP
+from sam2_core.model.nn.mask_decoder import MaskDecoder
+from sam2_core.model.nn.prompt_encoder import PromptEncoder
+from sam2_core.model.nn.transformer import TwoWayTransformer
 from sam2_core.model.sam2_types import NO_OBJ_SCORE, SAM2Fields
-from sam2_core.model.transformer import TwoWayTransformer
 
 
 class SamHeadsMixin(SAM2Fields):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from sam2_core.model.position_encoding import get_1d_sine_pe
+from sam2_core.model.nn.position_encoding import get_1d_sine_pe
 from sam2_core.model.sam2_types import FrameOutput, OutputDict, SAM2Fields, _seq_to_map
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sam2_core.model.mask_decoder import MaskDecoder
-from sam2_core.model.prompt_encoder import PromptEncoder
+from sam2_core.model.nn.mask_decoder import MaskDecoder
+from sam2_core.model.nn.prompt_encoder import PromptEncoder
 
 #: Logit written into the masks of objects predicted absent.
 NO_OBJ_SCORE = -1024.0
