@@ -18,7 +18,7 @@ if TYPE_CHECKING:
         load_checkpoint,
     )
     from sam2_core.model.predictor import InferenceState, VideoPredictor
-    from sam2_core.model.sam2_base import NO_OBJ_SCORE, SAM2Base
+    from sam2_core.model.sam2 import NO_OBJ_SCORE, SAM2Base
 
 _EXPORTS = {
     "MODEL_NAMES": "sam2_core.model.build",
@@ -28,8 +28,8 @@ _EXPORTS = {
     "load_checkpoint": "sam2_core.model.build",
     "VideoPredictor": "sam2_core.model.predictor",
     "InferenceState": "sam2_core.model.predictor",
-    "SAM2Base": "sam2_core.model.sam2_base",
-    "NO_OBJ_SCORE": "sam2_core.model.sam2_base",
+    "SAM2Base": "sam2_core.model.sam2",
+    "NO_OBJ_SCORE": "sam2_core.model.sam2",
 }
 
 __all__ = [

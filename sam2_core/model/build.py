@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from sam2_core import storage
-from sam2_core.model.sam2_base import SAM2Base
+from sam2_core.model.sam2 import SAM2Base
 
 #: Names accepted by :func:`build_model` (``sam2_core/configs/model/<name>.yaml``).
 MODEL_NAMES: tuple[str, ...] = (
@@ -46,9 +46,9 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "model"
 
 # Official module paths -> ours, so that Meta's YAML files build our classes.
 _OFFICIAL_TARGETS: dict[str, str] = {
-    "sam2.modeling.sam2_base.SAM2Base": "sam2_core.model.sam2_base.SAM2Base",
-    "sam2.sam2_video_predictor.SAM2VideoPredictor": "sam2_core.model.sam2_base.SAM2Base",
-    "training.model.sam2.SAM2Train": "sam2_core.model.sam2_base.SAM2Base",
+    "sam2.modeling.sam2_base.SAM2Base": "sam2_core.model.sam2.SAM2Base",
+    "sam2.sam2_video_predictor.SAM2VideoPredictor": "sam2_core.model.sam2.SAM2Base",
+    "training.model.sam2.SAM2Train": "sam2_core.model.sam2.SAM2Base",
     "sam2.modeling.backbones.image_encoder.ImageEncoder": "sam2_core.model.nn.image_encoder.ImageEncoder",
     "sam2.modeling.backbones.image_encoder.FpnNeck": "sam2_core.model.nn.image_encoder.FpnNeck",
     "sam2.modeling.backbones.hieradet.Hiera": "sam2_core.model.nn.hiera.Hiera",

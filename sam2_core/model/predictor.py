@@ -1,6 +1,6 @@
 """Video object segmentation with SAM 2.1: prompt objects on any frame, propagate through a video.
 
-:class:`VideoPredictor` wraps a :class:`~sam2_core.model.sam2_base.SAM2Base` and follows the
+:class:`VideoPredictor` wraps a :class:`~sam2_core.model.sam2.SAM2Base` and follows the
 semantics of Meta's ``SAM2VideoPredictor`` (sam2 1.1): every object has its own memory bank;
 prompted frames are conditioning frames; memories are stored in bfloat16; masks are returned at
 the video resolution by bilinear resizing of the low-resolution (``S/4``) logits.
@@ -58,7 +58,7 @@ __all__ = [
 
 class VideoPredictor(PropagationMixin):
     """Interactive video object segmentation on top of a
-    :class:`~sam2_core.model.sam2_base.SAM2Base`.
+    :class:`~sam2_core.model.sam2.SAM2Base`.
 
     Args:
         model: the SAM 2.1 model (any mode; calls run it in eval mode and restore the mode).

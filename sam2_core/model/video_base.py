@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from sam2_core.model.sam2_base import SAM2Base
+from sam2_core.model.sam2 import SAM2Base
 from sam2_core.model.video_frames import make_frame_source
 from sam2_core.model.video_state import InferenceState, _empty_output_dict
 

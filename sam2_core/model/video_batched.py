@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from sam2_core.model.sam2_base import NO_OBJ_SCORE, FrameOutput, OutputDict
+from sam2_core.model.sam2 import NO_OBJ_SCORE, OutputDict, TrackStepOutput
 from sam2_core.model.video_memory import MemoryMixin, _drop_around
 from sam2_core.model.video_state import InferenceState, _empty_output_dict
 from sam2_core.model.video_steps import StepsMixin
@@ -108,9 +108,9 @@ class BatchedMixin(StepsMixin, MemoryMixin):
         return pred
 
 
-def _select_object(out: FrameOutput, b: int) -> FrameOutput:
+def _select_object(out: TrackStepOutput, b: int) -> TrackStepOutput:
     """Object ``b`` of a batched stored output, as views ``[1, ...]`` (no copies)."""
-    sel: FrameOutput = {}
+    sel: TrackStepOutput = {}
     for k, v in out.items():
         if isinstance(v, torch.Tensor):
             sel[k] = v[b : b + 1]

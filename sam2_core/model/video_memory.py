@@ -3,7 +3,7 @@ prompts, and (bounded memory) those no later frame of a pass can attend to."""
 
 from __future__ import annotations
 
-from sam2_core.model.sam2_base import FrameOutput
+from sam2_core.model.sam2 import TrackStepOutput
 from sam2_core.model.video_base import PredictorBase
 from sam2_core.model.video_state import InferenceState
 
@@ -22,7 +22,7 @@ class MemoryMixin(PredictorBase):
         _drop_around(non_cond, frame_idx, self._clear_radius())
 
     def _stale_frames(
-        self, non_cond: dict[int, FrameOutput], frame_idx: int, reverse: bool
+        self, non_cond: dict[int, TrackStepOutput], frame_idx: int, reverse: bool
     ) -> list[int]:
         """Non-conditioning frames that no later frame of this pass can attend to."""
         m = self.model
@@ -44,6 +44,6 @@ class MemoryMixin(PredictorBase):
             state.frames_tracked_per_obj[obj_idx].pop(t, None)
 
 
-def _drop_around(non_cond: dict[int, FrameOutput], frame_idx: int, radius: int) -> None:
+def _drop_around(non_cond: dict[int, TrackStepOutput], frame_idx: int, radius: int) -> None:
     for t in range(frame_idx - radius, frame_idx + radius + 1):
         non_cond.pop(t, None)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2_core.model.sam2_base import NO_OBJ_SCORE
+from sam2_core.model.sam2 import NO_OBJ_SCORE
 from sam2_core.model.video_base import PredictorBase
 from sam2_core.model.video_state import InferenceState
 
@@ -46,7 +46,7 @@ class OutputsMixin(PredictorBase):
         if masks.shape[-2:] != size:
             masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
         if self.non_overlap_masks:
-            masks = self.model._apply_non_overlapping_constraints(masks)
+            masks = self.model.apply_non_overlapping_constraints(masks)
         return masks
 
 

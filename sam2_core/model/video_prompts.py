@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2_core.model.sam2_base import FrameOutput
+from sam2_core.model.sam2 import TrackStepOutput
 from sam2_core.model.video_memory import MemoryMixin
 from sam2_core.model.video_outputs import OutputsMixin
 from sam2_core.model.video_state import InferenceState
@@ -181,7 +181,7 @@ class PromptsMixin(StepsMixin, OutputsMixin, MemoryMixin):
         The memory is the low-res prediction, upsampled and binarised (treated as coming from
         clicks, like the official code).
         """
-        pending: dict[int, list[FrameOutput]] = {}
+        pending: dict[int, list[TrackStepOutput]] = {}
         for obj_idx in range(state.num_objects):
             temp_dict = state.temp_output_dict_per_obj[obj_idx]
             for key in ("non_cond_frame_outputs", "cond_frame_outputs"):

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from sam2_core.model.sam2_base import OutputDict
+from sam2_core.model.sam2 import OutputDict
 from sam2_core.model.video_frames import FrameSource
 
 

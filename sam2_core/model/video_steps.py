@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from sam2_core.model.sam2_base import FrameOutput, OutputDict
+from sam2_core.model.sam2 import OutputDict, TrackStepOutput
 from sam2_core.model.video_base import PredictorBase
 from sam2_core.model.video_outputs import fill_holes_in_mask_scores
 from sam2_core.model.video_state import InferenceState
@@ -34,7 +34,7 @@ class StepsMixin(PredictorBase):
                 x.expand(batch_size, -1, -1, -1) for x in backbone_out["vision_pos_enc"]
             ],
         }
-        _, feats, pos, sizes = self.model._prepare_backbone_features(expanded)
+        _, feats, pos, sizes = self.model.prepare_backbone_features(expanded)
         return feats, pos, sizes
 
     def _run_single_frame_inference(
@@ -50,7 +50,7 @@ class StepsMixin(PredictorBase):
         run_mem_encoder: bool,
         prev_sam_mask_logits: torch.Tensor | None = None,
         batch_size: int = 1,
-    ) -> tuple[FrameOutput, torch.Tensor]:
+    ) -> tuple[TrackStepOutput, torch.Tensor]:
         """One tracking step of ``batch_size`` objects sharing ``output_dict``; returns
         ``(compact stored output, pred_masks [B, 1, S/4, S/4] on the compute device)``.
         Memories are stored in bf16 on the storage device."""
@@ -95,7 +95,7 @@ class StepsMixin(PredictorBase):
         is_mask_from_pts: bool,
     ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         feats, _, sizes = self._get_image_feature(state, frame_idx, high_res_masks.shape[0])
-        maskmem, pos = self.model._encode_new_memory(
+        maskmem, pos = self.model.encode_memory(
             current_vision_feats=feats,
             feat_sizes=sizes,
             pred_masks_high_res=high_res_masks,

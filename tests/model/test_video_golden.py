@@ -56,9 +56,9 @@ def test_direct_track_step(tiny: SAM2Base, ref: dict[str, torch.Tensor]) -> None
                 k: [x.expand(2, -1, -1, -1) for x in bo[k]]
                 for k in ("backbone_fpn", "vision_pos_enc")
             }
-            _, feats, pos, sizes = tiny._prepare_backbone_features(bo)
-            # _track_step exposes the memory-conditioned features for comparison.
-            _, sam_out, _, pix_feat = tiny._track_step(
+            _, feats, pos, sizes = tiny.prepare_backbone_features(bo)
+            # predict_frame exposes the memory-conditioned features for comparison.
+            _, sam_out, _, pix_feat = tiny.predict_frame(
                 f,
                 f == 0,
                 feats,
