@@ -73,6 +73,15 @@ _NON_MODEL_KEYS = (
 )
 
 
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None) -> CUDA when available, else CPU; anything else -> ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 class CheckpointError(ValueError):
     """A checkpoint cannot be read or does not match the model (message lists the keys)."""
 

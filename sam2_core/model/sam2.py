@@ -693,7 +693,8 @@ class SAM2Base(nn.Module):
     # memory encoding and the tracking step
     # ----------------------------------------------------------------------------------------
 
-    def apply_non_overlapping_constraints(self, pred_masks: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def apply_non_overlapping_constraints(pred_masks: torch.Tensor) -> torch.Tensor:
         """Where objects overlap keep only the highest-scoring one (others clamped to <= -10).
 
         ``pred_masks [B, 1, H, W]`` over the objects of one frame.
