@@ -57,7 +57,8 @@ class VideoPredictor:
             preprocessed frames are cached on the model's device once decoded.
         offload_state_to_cpu: store per-frame outputs (masks, memories) on the CPU.
         fill_hole_area: fill background holes up to this area (pixels of the low-res mask) in
-            the predicted masks (0 = off, as in the golden reference).
+            the predicted masks; 8 as in Meta's ``build_sam2_video_predictor`` (which applies it
+            only where its CUDA extension loads; here it runs on any device); 0 = off.
         apply_postprocessing: the official video-predictor settings: dynamic multimask via
             stability (0.05 / 0.98) and binarised click masks for the memory encoder.
         non_overlap_masks: resolve overlaps between objects in the returned masks.
@@ -78,7 +79,7 @@ class VideoPredictor:
         *,
         offload_video_to_cpu: bool = False,
         offload_state_to_cpu: bool = False,
-        fill_hole_area: int = 0,
+        fill_hole_area: int = 8,
         apply_postprocessing: bool = True,
         non_overlap_masks: bool = False,
         clear_non_cond_mem_around_input: bool = False,
