@@ -61,17 +61,6 @@ PRED_DIR = "predictions"
 # ----------------------------------------------------------------------------- model / device
 
 
-def resolve_device(device: str | Any = "auto") -> Any:
-    """``"auto"`` -> CUDA when available, else CPU; anything else -> ``torch.device``."""
-    import torch
-
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def autocast_for(device: Any) -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast on CUDA (as the official inference), nothing (fp32) on CPU."""
     import torch
@@ -494,6 +483,8 @@ def evaluate_model(
         return _evaluate_remote(arguments)
     from tqdm import tqdm
 
+    from sam2_core.model.build import resolve_device
+
     dev = resolve_device(device)
     lay: PredLayout = default_layout(data, fmt) if layout == "auto" else layout
     pred_root = os.path.join(out, PRED_DIR)
@@ -722,6 +713,8 @@ def validate_in_memory(
     if device is None:
         p = next(iter(model_module.parameters()), None)
         device = p.device if p is not None else torch.device("cpu")
+    from sam2_core.model.build import resolve_device
+
     dev = resolve_device(device)
     was_training = bool(model_module.training)
     model_module.eval()

@@ -1,36 +1,19 @@
-"""SAM 2.1 in sam2_core: model, configs, checkpoints (official format) and video predictor.
+"""SAM 2.1 in sam2_core: the model (:mod:`.sam2`), its building blocks (:mod:`.nn`), configs and
+checkpoints in the official format (:mod:`.build`) and the video predictor (:mod:`.predictor`).
 
-Heavy submodules are imported on first attribute access so that ``import sam2_core.model``
-stays cheap for CLI start-up.
+The model imports nothing from the rest of sam2_core except ``storage``.
 """
 
-from __future__ import annotations
-
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from sam2_core.model.build import (
-        MODEL_NAMES,
-        CheckpointError,
-        build_model,
-        export_checkpoint,
-        load_checkpoint,
-    )
-    from sam2_core.model.predictor import InferenceState, VideoPredictor
-    from sam2_core.model.sam2_base import NO_OBJ_SCORE, SAM2Base
-
-_EXPORTS = {
-    "MODEL_NAMES": "sam2_core.model.build",
-    "CheckpointError": "sam2_core.model.build",
-    "build_model": "sam2_core.model.build",
-    "export_checkpoint": "sam2_core.model.build",
-    "load_checkpoint": "sam2_core.model.build",
-    "VideoPredictor": "sam2_core.model.predictor",
-    "InferenceState": "sam2_core.model.predictor",
-    "SAM2Base": "sam2_core.model.sam2_base",
-    "NO_OBJ_SCORE": "sam2_core.model.sam2_base",
-}
+from sam2_core.model.build import (
+    MODEL_NAMES,
+    CheckpointError,
+    build_model,
+    export_checkpoint,
+    load_checkpoint,
+    resolve_device,
+)
+from sam2_core.model.predictor import InferenceState, VideoPredictor
+from sam2_core.model.sam2 import NO_OBJ_SCORE, SAM2Base
 
 __all__ = [
     "MODEL_NAMES",
@@ -42,11 +25,5 @@ __all__ = [
     "build_model",
     "export_checkpoint",
     "load_checkpoint",
+    "resolve_device",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sam2_core.model' has no attribute {name!r}")
-    return getattr(import_module(module), name)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from sam2_core import storage
-from sam2_core.model.sam2_base import SAM2Base
+from sam2_core.model.sam2 import SAM2Base
 
 #: Names accepted by :func:`build_model` (``sam2_core/configs/model/<name>.yaml``).
 MODEL_NAMES: tuple[str, ...] = (
@@ -46,20 +46,20 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "model"
 
 # Official module paths -> ours, so that Meta's YAML files build our classes.
 _OFFICIAL_TARGETS: dict[str, str] = {
-    "sam2.modeling.sam2_base.SAM2Base": "sam2_core.model.sam2_base.SAM2Base",
-    "sam2.sam2_video_predictor.SAM2VideoPredictor": "sam2_core.model.sam2_base.SAM2Base",
-    "training.model.sam2.SAM2Train": "sam2_core.model.sam2_base.SAM2Base",
-    "sam2.modeling.backbones.image_encoder.ImageEncoder": "sam2_core.model.image_encoder.ImageEncoder",
-    "sam2.modeling.backbones.image_encoder.FpnNeck": "sam2_core.model.image_encoder.FpnNeck",
-    "sam2.modeling.backbones.hieradet.Hiera": "sam2_core.model.hiera.Hiera",
-    "sam2.modeling.position_encoding.PositionEmbeddingSine": "sam2_core.model.position_encoding.PositionEmbeddingSine",
-    "sam2.modeling.memory_attention.MemoryAttention": "sam2_core.model.memory_attention.MemoryAttention",
-    "sam2.modeling.memory_attention.MemoryAttentionLayer": "sam2_core.model.memory_attention.MemoryAttentionLayer",
-    "sam2.modeling.sam.transformer.RoPEAttention": "sam2_core.model.memory_attention.RoPEAttention",
-    "sam2.modeling.memory_encoder.MemoryEncoder": "sam2_core.model.memory_encoder.MemoryEncoder",
-    "sam2.modeling.memory_encoder.MaskDownSampler": "sam2_core.model.memory_encoder.MaskDownSampler",
-    "sam2.modeling.memory_encoder.Fuser": "sam2_core.model.memory_encoder.Fuser",
-    "sam2.modeling.memory_encoder.CXBlock": "sam2_core.model.memory_encoder.CXBlock",
+    "sam2.modeling.sam2_base.SAM2Base": "sam2_core.model.sam2.SAM2Base",
+    "sam2.sam2_video_predictor.SAM2VideoPredictor": "sam2_core.model.sam2.SAM2Base",
+    "training.model.sam2.SAM2Train": "sam2_core.model.sam2.SAM2Base",
+    "sam2.modeling.backbones.image_encoder.ImageEncoder": "sam2_core.model.nn.image_encoder.ImageEncoder",
+    "sam2.modeling.backbones.image_encoder.FpnNeck": "sam2_core.model.nn.image_encoder.FpnNeck",
+    "sam2.modeling.backbones.hieradet.Hiera": "sam2_core.model.nn.hiera.Hiera",
+    "sam2.modeling.position_encoding.PositionEmbeddingSine": "sam2_core.model.nn.position_encoding.PositionEmbeddingSine",
+    "sam2.modeling.memory_attention.MemoryAttention": "sam2_core.model.nn.memory_attention.MemoryAttention",
+    "sam2.modeling.memory_attention.MemoryAttentionLayer": "sam2_core.model.nn.memory_attention.MemoryAttentionLayer",
+    "sam2.modeling.sam.transformer.RoPEAttention": "sam2_core.model.nn.memory_attention.RoPEAttention",
+    "sam2.modeling.memory_encoder.MemoryEncoder": "sam2_core.model.nn.memory_encoder.MemoryEncoder",
+    "sam2.modeling.memory_encoder.MaskDownSampler": "sam2_core.model.nn.memory_encoder.MaskDownSampler",
+    "sam2.modeling.memory_encoder.Fuser": "sam2_core.model.nn.memory_encoder.Fuser",
+    "sam2.modeling.memory_encoder.CXBlock": "sam2_core.model.nn.memory_encoder.CXBlock",
 }
 
 # Keys that may sit in a model config node but are not SAM2Base arguments (e.g. the training
@@ -71,6 +71,15 @@ _NON_MODEL_KEYS = (
     "clear_non_cond_mem_around_input",
     "add_all_frames_to_correct_as_cond",
 )
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None) -> CUDA when available, else CPU; anything else -> ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 class CheckpointError(ValueError):

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sam2_core.model.sam2 import TrackStepOutput
 from sam2_core.train.iuq import (
     GatherFn,
     GeoTransform,
@@ -38,7 +39,7 @@ from sam2_core.train.iuq import (
     update_queue,
 )
 from sam2_core.train.losses import LossConfig, dice_loss, sigmoid_focal_loss
-from sam2_core.train.model_train import FrameOutput, SAM2Train, TrainBatch
+from sam2_core.train.model_train import SAM2Train, TrainBatch
 from sam2_core.train.prompts import PointInputs, PromptPlan, PromptSimulator
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class CapturingSAM2Train(SAM2Train):
     which the decoder did not run gets neither key.
     """
 
-    def track_step(self, **kwargs: Any) -> FrameOutput:
+    def track_step(self, **kwargs: Any) -> TrackStepOutput:
         decoder = self.model.sam_mask_decoder
         if decoder.capture is None:
             return super().track_step(**kwargs)
@@ -133,7 +134,7 @@ class ReplayPrompts(PromptSimulator):
         *,
         base: PromptSimulator,
         plan: PromptPlan,
-        outs: list[FrameOutput],
+        outs: list[TrackStepOutput],
         transform: GeoTransform,
         masks: Tensor,
     ) -> None:
@@ -219,7 +220,7 @@ class IUQTrainModule(nn.Module):
 
     def forward(
         self, batch: TrainBatch, transform: GeoTransform | None = None
-    ) -> tuple[list[FrameOutput], list[FrameOutput] | None]:
+    ) -> tuple[list[TrackStepOutput], list[TrackStepOutput] | None]:
         core = self.core
         decoder = core.model.sam_mask_decoder
         decoder.capture = {} if self.capture else None
@@ -266,7 +267,7 @@ def object_video_ids(batch: Any, *, step: int, rank: int, world_size: int) -> Te
     return _SYNTHETIC_VIDEO_BASE + (step * world_size + rank) * batch.num_videos + vid
 
 
-def _zero_anchor(outs: list[FrameOutput]) -> Tensor | None:
+def _zero_anchor(outs: list[TrackStepOutput]) -> Tensor | None:
     """``0 * sum`` of every output tensor with a graph (keeps DDP's used-parameter set exact)."""
     terms: list[Tensor] = []
     stack: list[Any] = [outs]
@@ -353,11 +354,11 @@ class IUQObjective:
         self,
         module: nn.Module,
         batch: Any,
-        loss_fn: Callable[[list[FrameOutput], Tensor], dict[str, Tensor]],
+        loss_fn: Callable[[list[TrackStepOutput], Tensor], dict[str, Tensor]],
         *,
         step: int,
         core_key: str = "core_loss",
-    ) -> tuple[list[FrameOutput], dict[str, Tensor]]:
+    ) -> tuple[list[TrackStepOutput], dict[str, Tensor]]:
         """Forward (through ``module``, e.g. the DDP wrapper), base losses plus the IUQ terms.
 
         Adds ``iuq_uniqueness`` and ``iuq_equivariance`` (unweighted) and
@@ -385,7 +386,7 @@ class IUQObjective:
         losses[core_key] = core
         return outs, losses
 
-    def uniqueness(self, outs: list[FrameOutput], video_ids: Tensor) -> Tensor:
+    def uniqueness(self, outs: list[TrackStepOutput], video_ids: Tensor) -> Tensor:
         """Uniqueness loss of every frame's queries against the queue (scalar)."""
         queries, qvids = [], []
         for out in outs:
@@ -406,7 +407,7 @@ class IUQObjective:
         )
 
     def queue_samples(
-        self, outs: list[FrameOutput], masks: Tensor, video_ids: Tensor
+        self, outs: list[TrackStepOutput], masks: Tensor, video_ids: Tensor
     ) -> tuple[Tensor, Tensor]:
         """Up to ``samples_per_object`` GT-foreground pixel embeddings per object (all frames).
 
@@ -434,8 +435,8 @@ class IUQObjective:
 
     def equivariance(
         self,
-        outs: list[FrameOutput],
-        eq_outs: list[FrameOutput],
+        outs: list[TrackStepOutput],
+        eq_outs: list[TrackStepOutput],
         masks: Tensor,
         transform: GeoTransform,
     ) -> Tensor:

@@ -1,6 +1,6 @@
 """SAM 2 training forward (the official SAM2Train loop) built on top of ``SAM2Base`` methods.
 
-The model itself (:class:`sam2_core.model.sam2_base.SAM2Base`) stays an inference module with the
+The model itself (:class:`sam2_core.model.sam2.SAM2Base`) stays an inference module with the
 official parameter names; this wrapper adds prompt simulation and the multi-step correction loop
 without adding parameters, so ``wrapper.model.state_dict()`` is an official checkpoint.
 
@@ -19,9 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from sam2_core.model.sam2 import SAM2Base, SamHeadsOutput, TrackStepOutput
 from sam2_core.train.prompts import PointInputs, PromptPlan, PromptSimulator, concat_points
-
-FrameOutput = dict[str, Any]
 
 
 class TrainBatch(Protocol):
@@ -61,15 +60,16 @@ class SAM2Train(nn.Module):
         forward_backbone_per_frame_for_eval: bool = True,
     ) -> None:
         super().__init__()
-        # Any: SAM2Base's private methods are called by name (official method names).
-        self.model: Any = model
+        if not isinstance(model, SAM2Base):
+            raise TypeError(f"SAM2Train needs a SAM2Base (build_model), got {type(model).__name__}")
+        self.model = model
         self.prompts = prompts or PromptSimulator()
         self.act_ckpt_image_encoder = act_ckpt_image_encoder
         self.act_ckpt_iterative_pt_sampling = act_ckpt_iterative_pt_sampling
         self.forward_backbone_per_frame_for_eval = forward_backbone_per_frame_for_eval
 
     # ------------------------------------------------------------------------------------------
-    def forward(self, batch: TrainBatch) -> list[FrameOutput]:
+    def forward(self, batch: TrainBatch) -> list[TrackStepOutput]:
         """Returns one output dict per frame (time order), without ``obj_ptr``."""
         per_frame = not self.training and self.forward_backbone_per_frame_for_eval
         backbone_out = None if per_frame else self.forward_image(batch.flat_img_batch)
@@ -94,18 +94,18 @@ class SAM2Train(nn.Module):
         if backbone_out is None:
             unique, inverse = torch.unique(img_ids, return_inverse=True)
             out = self.forward_image(batch.flat_img_batch[unique])
-            _, feats, pos, sizes = self.model._prepare_backbone_features(out)
+            _, feats, pos, sizes = self.model.prepare_backbone_features(out)
             return [x[:, inverse] for x in feats], [x[:, inverse] for x in pos], sizes
         _, feats, pos, sizes = self._prepared
         return [x[:, img_ids] for x in feats], [x[:, img_ids] for x in pos], sizes
 
     def forward_tracking(
         self, backbone_out: dict[str, Any] | None, plan: PromptPlan, batch: TrainBatch
-    ) -> list[FrameOutput]:
+    ) -> list[TrackStepOutput]:
         """Track all frames of the clip in the plan's processing order."""
         if backbone_out is not None:
-            self._prepared = self.model._prepare_backbone_features(backbone_out)
-        output_dict: dict[str, dict[int, FrameOutput]] = {
+            self._prepared = self.model.prepare_backbone_features(backbone_out)
+        output_dict: dict[str, dict[int, TrackStepOutput]] = {
             "cond_frame_outputs": {},
             "non_cond_frame_outputs": {},
         }
@@ -155,14 +155,14 @@ class SAM2Train(nn.Module):
         mask_inputs: Tensor | None,
         gt_masks: Tensor,
         correct: bool,
-        output_dict: dict[str, dict[int, FrameOutput]],
+        output_dict: dict[str, dict[int, TrackStepOutput]],
         num_frames: int,
-    ) -> FrameOutput:
+    ) -> TrackStepOutput:
         """One frame: SAM 2 step, optional correction clicks, memory encoding of the final mask."""
         m = self.model
         # The tracking step proper is SAM2Base's (mask prompts are used directly as the output,
         # with no gradient into the SAM heads; other frames are memory-conditioned first).
-        current_out, sam_outputs, high_res_features, pix_feat = m._track_step(
+        current_out, sam_outputs, high_res_features, pix_feat = m.predict_frame(
             frame_idx=frame_idx,
             is_init_cond_frame=is_init_cond_frame,
             current_vision_feats=current_vision_feats,
@@ -200,7 +200,7 @@ class SAM2Train(nn.Module):
         current_out["obj_ptr"] = obj_ptr
         current_out["object_score_logits"] = scores
         # The memory is encoded from the *final* (corrected) mask of the frame.
-        m._encode_memory_in_output(
+        m.attach_memory(
             current_vision_feats=current_vision_feats,
             feat_sizes=feat_sizes,
             point_inputs=point_inputs,
@@ -220,9 +220,9 @@ class SAM2Train(nn.Module):
         gt_masks: Tensor,
         high_res_features: list[Tensor] | None,
         pix_feat_with_mem: Tensor,
-        sam_outputs: tuple[Tensor, ...],
-        current_out: FrameOutput,
-    ) -> tuple[PointInputs | None, tuple[Tensor, ...]]:
+        sam_outputs: SamHeadsOutput,
+        current_out: TrackStepOutput,
+    ) -> tuple[PointInputs | None, SamHeadsOutput]:
         """Add correction clicks one at a time, recording every intermediate prediction."""
         m = self.model
         low_multi, high_multi, ious, low_masks, high_masks, _, scores = sam_outputs
@@ -238,8 +238,8 @@ class SAM2Train(nn.Module):
                 gt_masks, high_masks, training=self.training, frame_idx=frame_idx, step=step
             )
             point_inputs = concat_points(point_inputs, new_points, new_labels)
-            multimask = m._use_multimask(is_init_cond_frame, point_inputs)
-            kwargs = {
+            multimask = m.use_multimask(is_init_cond_frame, point_inputs)
+            kwargs: dict[str, Any] = {
                 "backbone_features": pix_feat_with_mem,
                 "point_inputs": point_inputs,
                 # the previous step's low-res logits are the mask prompt of the next step
@@ -248,9 +248,9 @@ class SAM2Train(nn.Module):
                 "multimask_output": multimask,
             }
             if self.act_ckpt_iterative_pt_sampling and not multimask and self.training:
-                sam_outputs = checkpoint(m._forward_sam_heads, use_reentrant=False, **kwargs)
+                sam_outputs = checkpoint(m.forward_sam_heads, use_reentrant=False, **kwargs)
             else:
-                sam_outputs = m._forward_sam_heads(**kwargs)
+                sam_outputs = m.forward_sam_heads(**kwargs)
             low_multi, high_multi, ious, low_masks, high_masks, _, scores = sam_outputs
             all_low.append(low_masks)
             all_high.append(high_masks)

@@ -115,7 +115,7 @@ def test_batched_with_later_click_and_reverse(model: SAM2Base) -> None:
     _, _, per_obj = _run(model, batch=False, reverse_after=True, **kw)
     pred, state, batched = _run(model, batch=True, reverse_after=True, **kw)
     _assert_same(per_obj, batched)
-    assert pred._tracking_groups(state) == [[0, 2], [1]]
+    assert pred.tracking_groups(state) == [[0, 2], [1]]
 
 
 def test_batched_bounded_memory_and_clear_around_input(model: SAM2Base) -> None:

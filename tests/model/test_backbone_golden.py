@@ -14,11 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sam2_core.model.hiera import Hiera, MultiScaleBlock
-from sam2_core.model.image_encoder import FpnNeck, ImageEncoder
-from sam2_core.model.memory_attention import MemoryAttention, MemoryAttentionLayer, RoPEAttention
-from sam2_core.model.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
-from sam2_core.model.position_encoding import PositionEmbeddingSine, get_1d_sine_pe
+from sam2_core.model.nn.hiera import Hiera, MultiScaleBlock
+from sam2_core.model.nn.image_encoder import FpnNeck, ImageEncoder
+from sam2_core.model.nn.memory_attention import MemoryAttention, MemoryAttentionLayer, RoPEAttention
+from sam2_core.model.nn.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
+from sam2_core.model.nn.position_encoding import PositionEmbeddingSine, get_1d_sine_pe
 
 RTOL, ATOL, MAX_ABS = 1e-4, 1e-5, 1e-4
 NUM_MASKMEM = 7

@@ -1,7 +1,7 @@
 """Golden parity of the SAM heads (prompt encoder + mask decoder + object pointer) of tiny SAM 2.1.
 
 References: ``../shared/golden/tiny/sam_heads.safetensors`` (README section 4), computed by Meta's
-``SAM2Base._forward_sam_heads`` on the stored image-encoder features, fp32 on the CPU. Every
+``SAM2Base.forward_sam_heads`` on the stored image-encoder features, fp32 on the CPU. Every
 prompt case (points, box, mask, point + low-res mask, no prompt) x (multimask, single mask,
 single mask with dynamic fallback), plus the prompt-encoder and decoder intermediates.
 """
@@ -93,7 +93,7 @@ def test_forward_sam_heads(
     decoder.dynamic_multimask_via_stability = mode == "mm0_dyn"
     try:
         with torch.no_grad():
-            out = tiny._forward_sam_heads(
+            out = tiny.forward_sam_heads(
                 backbone_features=feats["vision_features"],
                 high_res_features=[feats["backbone_fpn.0"], feats["backbone_fpn.1"]],
                 multimask_output=mode == "mm1",

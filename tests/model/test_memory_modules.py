@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from sam2_core.model.hiera import Hiera, window_partition, window_unpartition
-from sam2_core.model.image_encoder import FpnNeck, ImageEncoder
-from sam2_core.model.memory_attention import MemoryAttention, MemoryAttentionLayer, RoPEAttention
-from sam2_core.model.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
-from sam2_core.model.position_encoding import (
+from sam2_core.model.nn.hiera import Hiera, window_partition, window_unpartition
+from sam2_core.model.nn.image_encoder import FpnNeck, ImageEncoder
+from sam2_core.model.nn.memory_attention import MemoryAttention, MemoryAttentionLayer, RoPEAttention
+from sam2_core.model.nn.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
+from sam2_core.model.nn.position_encoding import (
     PositionEmbeddingRandom,
     PositionEmbeddingSine,
     apply_rotary_enc,
@@ -325,7 +325,7 @@ def test_padded_window_attention_equals_zero_padding(
 ) -> None:
     """The bias-token windowed attention equals the reference's zero-pad / partition / attend /
     unpartition / crop, in values and in every gradient (input and parameters)."""
-    from sam2_core.model.hiera import MultiScaleAttention
+    from sam2_core.model.nn.hiera import MultiScaleAttention
 
     torch.manual_seed(0)
     q_pool = nn.MaxPool2d(2, 2) if pool else None
@@ -353,7 +353,7 @@ def test_padded_window_attention_equals_zero_padding(
 
 
 def test_cpu_dropout_mask_rate_independence_and_seeding() -> None:
-    from sam2_core.model.memory_attention import _dropout, _keep_mask
+    from sam2_core.model.nn.memory_attention import _dropout, _keep_mask
 
     torch.manual_seed(0)
     shape = torch.Size([3, 257, 401])  # not a multiple of 3 lanes
@@ -382,7 +382,7 @@ def test_cpu_dropout_mask_rate_independence_and_seeding() -> None:
 def test_padded_window_attention_on_cuda(dtype: torch.dtype) -> None:
     """The bias-token attention on CUDA kernels (its additive mask disables flash attention
     there; the efficient or math kernel must take it) agrees with the float64 CPU result."""
-    from sam2_core.model.hiera import MultiScaleAttention
+    from sam2_core.model.nn.hiera import MultiScaleAttention
 
     torch.manual_seed(0)
     attn = MultiScaleAttention(64, 64, num_heads=2).double()

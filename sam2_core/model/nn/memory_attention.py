@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam2_core.model.common import Attention, activation_module
-from sam2_core.model.position_encoding import apply_rotary_enc, compute_axial_cis
+from sam2_core.model.nn.common import Attention, activation_module
+from sam2_core.model.nn.position_encoding import apply_rotary_enc, compute_axial_cis
 
 _MASK_LEVELS = 1 << 16  # drop decisions are made on 16-bit random integers
 

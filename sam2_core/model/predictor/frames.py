@@ -1,11 +1,16 @@
-"""Video frames for the predictor: decoding, preprocessing and the on-demand frame source."""
+"""Video frames for the predictor: decoding, preprocessing and the on-demand frame source.
+
+The predictor takes frames from the caller in one of four forms (see :func:`make_frame_source`);
+a dataset's video is any object with the :class:`VideoFrames` attributes (the data package's
+``VideoRecord`` is one), so the model needs nothing from the data package.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -13,6 +18,21 @@ import torch
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".JPG", ".JPEG", ".png", ".PNG")
+
+
+@runtime_checkable
+class VideoFrames(Protocol):
+    """A decoded video the predictor can read frame by frame (e.g. a dataset record).
+
+    ``height``/``width`` in pixels; ``frame_indices`` the original indices of the frames, in
+    order; ``image(i)`` the uint8 ``[H, W, 3]`` RGB frame of original index ``i``.
+    """
+
+    height: int
+    width: int
+    frame_indices: list[int]
+
+    def image(self, frame_index: int) -> np.ndarray: ...
 
 
 def preprocess_frame(frame: np.ndarray, image_size: int) -> torch.Tensor:
@@ -97,8 +117,8 @@ def _tensor_frame(frames: torch.Tensor, idx: int) -> torch.Tensor:
     return frames[idx].float()
 
 
-def _record_frame(rec: Any, frame_index: int, image_size: int) -> torch.Tensor:
-    return preprocess_frame(rec.image(frame_index), image_size)
+def _video_frame(video: VideoFrames, frame_index: int, image_size: int) -> torch.Tensor:
+    return preprocess_frame(video.image(frame_index), image_size)
 
 
 def _file_frame(path: Path, image_size: int) -> torch.Tensor:
@@ -113,10 +133,8 @@ def make_frame_source(
     video_size: tuple[int, int] | None = None,
 ) -> FrameSource:
     """Build a :class:`FrameSource` from a list of uint8 ``[H, W, 3]`` arrays, a frame folder
-    (path), a :class:`~sam2_core.data.readers.records.VideoRecord`, or an already normalised tensor
-    ``[T, 3, S, S]`` (then ``video_size=(H, W)`` is required)."""
-    from sam2_core.data.readers.records import VideoRecord
-
+    (path), a :class:`VideoFrames` (e.g. a dataset's ``VideoRecord``), or an already normalised
+    tensor ``[T, 3, S, S]`` (then ``video_size=(H, W)`` is required)."""
     if isinstance(frames, torch.Tensor):
         if frames.dim() != 4 or frames.shape[1:] != (3, image_size, image_size):
             raise ValueError(f"a frame tensor must be [T, 3, {image_size}, {image_size}]")
@@ -124,10 +142,12 @@ def make_frame_source(
             raise ValueError("video_size=(H, W) is required with preprocessed frame tensors")
         loaders = [partial(_tensor_frame, frames, i) for i in range(frames.shape[0])]
         return FrameSource(loaders, height=video_size[0], width=video_size[1], cache_device=None)
-    if isinstance(frames, VideoRecord):
-        rec = frames
-        loaders = [partial(_record_frame, rec, i, image_size) for i in rec.frame_indices]
-        return FrameSource(loaders, height=rec.height, width=rec.width, cache_device=cache_device)
+    if isinstance(frames, VideoFrames):
+        video = frames
+        loaders = [partial(_video_frame, video, i, image_size) for i in video.frame_indices]
+        return FrameSource(
+            loaders, height=video.height, width=video.width, cache_device=cache_device
+        )
     if isinstance(frames, (str, Path)):
         files = _frame_folder(Path(frames))
         first = _read_rgb(files[0])
@@ -147,5 +167,6 @@ def make_frame_source(
         return FrameSource(loaders, height=h, width=w, cache_device=cache_device)
     raise ValueError(
         "frames must be a non-empty list of uint8 [H, W, 3] arrays, a frame folder, "
-        "a VideoRecord or a [T, 3, S, S] tensor"
+        "a video with height, width, frame_indices and image(i) (e.g. a VideoRecord) "
+        "or a [T, 3, S, S] tensor"
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sam2_core.model.common import MLP, Attention
+from sam2_core.model.nn.common import MLP, Attention
 
 
 class TwoWayAttentionBlock(nn.Module):

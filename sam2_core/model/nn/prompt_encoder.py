@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sam2_core.model.common import LayerNorm2d
-from sam2_core.model.position_encoding import PositionEmbeddingRandom
+from sam2_core.model.nn.common import LayerNorm2d
+from sam2_core.model.nn.position_encoding import PositionEmbeddingRandom
 
 #: Point labels understood by the encoder (official convention).
 LABEL_PADDING = -1

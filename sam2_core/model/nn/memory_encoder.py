@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sam2_core.model.common import LayerNorm2d
-from sam2_core.model.hiera import DropPath
+from sam2_core.model.nn.common import LayerNorm2d
+from sam2_core.model.nn.hiera import DropPath
 
 
 class MaskDownSampler(nn.Module):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sam2_core.model.common import MLP, LayerNorm2d
+from sam2_core.model.nn.common import MLP, LayerNorm2d
 
 
 class MaskDecoder(nn.Module):
@@ -18,7 +18,7 @@ class MaskDecoder(nn.Module):
 
     Args:
         transformer_dim: width ``d``.
-        transformer: a :class:`~sam2_core.model.transformer.TwoWayTransformer`.
+        transformer: a :class:`~sam2_core.model.nn.transformer.TwoWayTransformer`.
         num_multimask_outputs: masks returned in multimask mode (3).
         activation: activation of the upscaling path.
         iou_head_depth, iou_head_hidden_dim: IoU-prediction MLP.

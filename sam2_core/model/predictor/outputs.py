@@ -7,18 +7,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2_core.model.sam2_base import NO_OBJ_SCORE
-from sam2_core.model.video_base import PredictorBase
-from sam2_core.model.video_state import InferenceState
+from sam2_core.model.predictor.state import InferenceState
+from sam2_core.model.sam2 import NO_OBJ_SCORE, SAM2Base
 
 
-class OutputsMixin(PredictorBase):
-    """Consolidated per-frame masks ``[O, 1, H, W]`` at the video resolution."""
+class MaskPostprocessor:
+    """Turns the model's low-resolution logits into the predictor's outputs.
 
-    def _consolidate_at_video_res(
-        self, state: InferenceState, frame_idx: int, *, is_cond: bool
-    ) -> torch.Tensor:
-        """Masks ``[O, 1, H, W]`` of every object on a frame (NO_OBJ_SCORE where none)."""
+    Args:
+        fill_hole_area: fill background holes up to this area (pixels of the low-res mask) in
+            predicted masks (0 = off).
+        non_overlap_masks: in the returned video-resolution masks, keep only the
+            highest-scoring object on each pixel.
+    """
+
+    def __init__(self, *, fill_hole_area: int, non_overlap_masks: bool) -> None:
+        self.fill_hole_area = int(fill_hole_area)
+        self.non_overlap_masks = non_overlap_masks
+
+    def fill_holes(self, pred_masks: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, h, w]`` logits with small background holes filled (unchanged when off)."""
+        if self.fill_hole_area > 0:
+            return fill_holes_in_mask_scores(pred_masks, self.fill_hole_area)
+        return pred_masks
+
+    def consolidate(self, state: InferenceState, frame_idx: int, *, is_cond: bool) -> torch.Tensor:
+        """Masks ``[O, 1, H, W]`` of every object on a frame (NO_OBJ_SCORE where none):
+        temporary (just prompted) outputs first, then committed ones."""
         key = "cond_frame_outputs" if is_cond else "non_cond_frame_outputs"
         h, w = state.video_height, state.video_width
         out = torch.full(
@@ -39,14 +54,14 @@ class OutputsMixin(PredictorBase):
             out[obj_idx : obj_idx + 1] = m
         return out
 
-    def _to_video_res(self, state: InferenceState, masks: torch.Tensor) -> torch.Tensor:
+    def to_video_res(self, state: InferenceState, masks: torch.Tensor) -> torch.Tensor:
         """Bilinear resize of ``[O, 1, h, w]`` logits to the video size (float32)."""
         masks = masks.to(state.device).float()
         size = (state.video_height, state.video_width)
         if masks.shape[-2:] != size:
             masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
         if self.non_overlap_masks:
-            masks = self.model._apply_non_overlapping_constraints(masks)
+            masks = SAM2Base.apply_non_overlapping_constraints(masks)
         return masks
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam2_core.model.common import MLP
+from sam2_core.model.nn.common import MLP
 
 
 class DropPath(nn.Module):
