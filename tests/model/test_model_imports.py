@@ -9,7 +9,7 @@ from pathlib import Path
 import sam2_core.model
 
 MODEL_DIR = Path(sam2_core.model.__file__).resolve().parent
-ALLOWED = ("sam2_core.model", "sam2_core.storage")
+ALLOWED = ("sam2_core.model", "sam2_core.storage", "sam2_core.download")
 
 
 def _modules() -> list[tuple[Path, ast.Module]]:
