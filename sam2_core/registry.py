@@ -447,33 +447,49 @@ class Registry:
             "nothing was recorded, re-run the promotion"
         )
 
-    def _write_pointer(self, tip: _Tip) -> None:
+    def _pointer_bytes(self, tip: _Tip) -> bytes:
         event = tip.event or {}
-        storage.write_json_atomic(
-            self.champion_url,
-            {
-                "champion": tip.record.to_dict() if tip.record else None,
-                "previous": event.get("previous_champion"),
-                "since": event.get("time"),
-                "seq": tip.seq,
-                "event_id": tip.event_id,
-                "previous_event_id": event.get("previous_event_id"),
-                "event": event,
-            },
-        )
+        obj = {
+            "champion": tip.record.to_dict() if tip.record else None,
+            "previous": event.get("previous_champion"),
+            "since": event.get("time"),
+            "seq": tip.seq,
+            "event_id": tip.event_id,
+            "previous_event_id": event.get("previous_event_id"),
+            "event": event,
+        }
+        return (json.dumps(obj, indent=2, default=str) + "\n").encode("utf-8")
+
+    @staticmethod
+    def _pointer_seq(raw: bytes | None) -> int:
+        try:
+            seq = json.loads(raw)["seq"] if raw else 0
+        except (ValueError, KeyError, TypeError):
+            return 0  # unreadable or from an older version: any promotion is newer
+        return seq if isinstance(seq, int) else 0
 
     def _publish(self, tip: _Tip) -> None:
-        """Point ``champion.json`` at promotion ``tip`` or a newer one.
+        """Point ``champion.json`` at promotion ``tip`` unless it already names a newer one.
 
-        Two promoters that win in quick succession may write their pointers out of order; each
-        re-reads the chain after writing, and the last writer therefore leaves the newest one.
+        On GCS the pointer is replaced with a generation precondition, so it only ever moves
+        forward. On local/PVC paths the lease lock orders the promoters. Elsewhere (S3) two
+        promoters that win in quick succession may write their pointers out of order; each
+        re-reads the chain after writing, so the last writer leaves the newest one.
         """
+        if storage.has_generations(self.champion_url):
+            for _ in range(1000):
+                raw, generation = storage.read_with_generation(self.champion_url)
+                if self._pointer_seq(raw) >= tip.seq:
+                    return
+                if storage.write_if_generation(
+                    self.champion_url, self._pointer_bytes(tip), generation=generation
+                ):
+                    return
+            raise RegistryError(f"{self.champion_url}: could not be updated (kept changing)")
         for _ in range(1000):
-            pointer = self._read_json(self.champion_url)
-            seq = pointer.get("seq", 0) if pointer else 0
-            if isinstance(seq, int) and seq >= tip.seq:
+            if self._pointer_seq(storage.read_bytes_fresh(self.champion_url)) >= tip.seq:
                 return  # a newer (or this) promotion was published; its writer re-checks
-            self._write_pointer(tip)
+            storage.write_bytes_atomic(self.champion_url, self._pointer_bytes(tip))
             newer = self._tip()
             if newer.seq == tip.seq:
                 return

@@ -289,8 +289,11 @@ def invalidate(url: str) -> None:
     fs.invalidate_cache(path)
 
 
-def _gcs_create(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """One-request upload with ``ifGenerationMatch=0``: GCS refuses it (412) if ``path`` exists.
+def _gcs_create(
+    fs: fsspec.AbstractFileSystem, path: str, data: bytes, *, generation: int = 0
+) -> None:
+    """One-request upload with ``ifGenerationMatch``: GCS refuses it (412) unless the object's
+    live generation is ``generation`` (0: unless it does not exist).
 
     gcsfs maps 412 to ``FileExistsError``. A single media upload (not gcsfs's multipart or
     resumable forms) keeps the precondition and the payload in one request.
@@ -305,7 +308,7 @@ def _gcs_create(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         upload,
         uploadType="media",
         name=key,
-        ifGenerationMatch="0",
+        ifGenerationMatch=str(generation),
         data=data,
         # (octet-stream: the emulator would parse a JSON body as the object's metadata)
         headers={"Content-Type": "application/octet-stream"},
@@ -371,7 +374,8 @@ def create_exclusive(url: str, data: bytes) -> bool:
         try:
             fs.pipe_file(path, data, mode="create")
         except (FileExistsError, OSError) as exc:
-            if isinstance(exc, FileExistsError) or "precondition" in str(exc).lower():
+            text = str(exc).lower()
+            if isinstance(exc, FileExistsError) or "precondition" in text or "conflict" in text:
                 return read_bytes_fresh(url) == data
             raise
         return True
@@ -379,6 +383,51 @@ def create_exclusive(url: str, data: bytes) -> bool:
         f"{url}: no atomic create-if-absent on {sorted(_protocols(fs))}; "
         "use a local/PVC path, gs:// or s3://"
     )
+
+
+def has_generations(url: str) -> bool:
+    """Whether :func:`read_with_generation` / :func:`write_if_generation` work here (GCS)."""
+    fs, _ = get_fs(url)
+    return _is_gcs(fs)
+
+
+def read_with_generation(url: str) -> tuple[bytes | None, int]:
+    """``(content, generation)`` of a GCS object; ``(None, 0)`` when it does not exist.
+
+    The generation is read first: content fetched after it is at least that new, so a
+    :func:`write_if_generation` based on a stale pair fails instead of overwriting.
+    """
+    fs, path = get_fs(url)
+    if not _is_gcs(fs):
+        raise NotImplementedError(f"{url}: object generations exist on gs:// only")
+    bucket, key = path.split("/", 1)
+    for _ in range(20):
+        try:
+            meta = fs.call("GET", "b/{}/o/{}", bucket, key, json_out=True)
+        except FileNotFoundError:
+            return None, 0
+        generation = int(meta["generation"])
+        try:
+            return bytes(fs.cat_file(path, generation=generation)), generation
+        except FileNotFoundError:
+            continue  # replaced between the two requests: read the new one
+    raise TimeoutError(f"{url} kept changing while it was read")
+
+
+def write_if_generation(url: str, data: bytes, *, generation: int) -> bool:
+    """Replace a GCS object only if its live generation is still ``generation`` (0: absent).
+
+    ``False`` when another writer replaced it first (the caller re-reads and decides again).
+    """
+    fs, path = get_fs(url)
+    if not _is_gcs(fs):
+        raise NotImplementedError(f"{url}: object generations exist on gs:// only")
+    try:
+        _gcs_create(fs, path, data, generation=generation)
+    except FileExistsError:
+        return read_bytes_fresh(url) == data  # a retried request that had succeeded
+    fs.invalidate_cache(path)
+    return True
 
 
 def _lock_holder(path: str) -> tuple[str, float, dict[str, Any]] | None:

@@ -45,9 +45,6 @@ from sam2_core.registry import (
 
 MARGIN = 0.5
 RACERS = 50
-#: GCS racers in the default run (each is a few HTTP requests to one emulator thread); the
-#: full 50 run under ``-m slow``.
-QUICK_GCS_RACERS = 16
 
 
 # ------------------------------------------------------------------------- GCS with preconditions
@@ -223,12 +220,7 @@ def test_race_local(tmp_path: Path) -> None:
 
 
 def test_race_gcs(gcs_url: str, tmp_path: Path) -> None:
-    _run_race(f"{gcs_url}/quick", tmp_path, QUICK_GCS_RACERS)
-
-
-@pytest.mark.slow
-def test_race_gcs_50(gcs_url: str, tmp_path: Path) -> None:
-    _run_race(f"{gcs_url}/full", tmp_path, RACERS)
+    _run_race(f"{gcs_url}/registry", tmp_path, RACERS)
 
 
 def _creator(url: str, data: bytes, barrier: Barrier) -> None:
