@@ -310,22 +310,24 @@ class Registry:
         challenger: ModelRecord,
         *,
         measured: float | None,
-        measured_uri: str | None,
         raced: bool,
     ) -> float | None:
-        """The champion J&F to compare with: re-measured if it is that model's, else stored."""
+        """The champion J&F to compare with: ``measured`` if it is this champion's, else stored.
+
+        ``measured`` is ``None`` when there is no re-measured value for ``current`` (none was
+        given, it belongs to another model, or ``current`` replaced it in a race).
+        """
         if current is None:
             return None
-        if measured is not None and (measured_uri is None or measured_uri == current.model_uri):
+        if measured is not None:
             return measured
-        changed = raced or measured is not None  # the measured model is no longer champion
         if current.split_key != challenger.split_key:
             msg = (
                 f"champion J&F was measured on {current.split_key!r}, challenger on "
                 f"{challenger.split_key!r}: evaluate the champion on the same split and pass "
                 "champion_jf (--champion-jf)"
             )
-            if changed:
+            if raced:  # the champion the caller evaluated was replaced meanwhile
                 raise PromotionRaceLost(
                     f"the champion changed to run {current.run_id!r} during this promotion; {msg}"
                 )
@@ -397,19 +399,27 @@ class Registry:
         measured_uri: str | None,
         attempts: int,
     ) -> Decision:
+        measured_seq: int | None = None  # promotion number of the champion `measured` is for
         for attempt in range(1, max(attempts, 1) + 1):
             tip = self._tip()
             current = tip.record
-            if attempt == 1 and measured is not None and measured_uri is None and current:
-                measured_uri = current.model_uri  # the re-measured J&F belongs to this model
+            if attempt == 1:
+                if measured_uri is not None and (
+                    current is None or current.model_uri != measured_uri
+                ):
+                    # Measured on a model that is no longer (or not yet) champion.
+                    raced_before = current is not None
+                    measured, measured_seq = None, None
+                else:
+                    raced_before = False
+                    measured_seq = tip.seq
             decision = decide(
                 challenger_jf=challenger.jf,
                 champion_jf=self._compared_jf(
                     current,
                     challenger,
-                    measured=measured,
-                    measured_uri=measured_uri,
-                    raced=attempt > 1,
+                    measured=measured if tip.seq == measured_seq else None,
+                    raced=attempt > 1 or raced_before,
                 ),
                 margin=margin,
             )

@@ -238,3 +238,28 @@ def test_always_losing_gives_up(
     with pytest.raises(PromotionRaceLost, match="lost 3 promotion races"):
         reg.promote(_rec(40.0, "a", model), attempts=3)
     assert reg.history() == [] and reg.champion() is None
+
+
+def test_lost_race_is_decided_again_on_the_stored_jf(
+    model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-measured champion J&F belongs to the champion it was measured on, not to a model
+    that won a race meanwhile: the second decision uses the winner's stored J&F."""
+    reg = Registry(str(tmp_path / "reg"))
+    reg.promote(_rec(40.0, "a", model))
+    real_create = storage.create_exclusive
+    calls = []
+
+    def rival_first(url: str, data: bytes) -> bool:
+        if not calls:  # the rival (J&F 60 on the same split) creates promotion 2 first
+            rival = {**json.loads(data), "run_id": "rival", "writer": "rival"}
+            rival["challenger"] = {**rival["challenger"], "jf": 60.0, "run_id": "rival"}
+            assert real_create(url, json.dumps(rival).encode())
+        calls.append(url)
+        return real_create(url, data)
+
+    monkeypatch.setattr(storage, "create_exclusive", rival_first)
+    # Against a (re-measured) 41 the challenger's 50 would win; against the rival's 60 not.
+    decision = reg.promote(_rec(50.0, "b", model), champion_jf=41.0, margin=0.5)
+    assert not decision.promote and decision.attempts == 2 and decision.champion_jf == 60.0
+    assert [e["run_id"] for e in reg.chain()] == ["a", "rival"]
