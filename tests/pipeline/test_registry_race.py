@@ -123,12 +123,12 @@ def _record(jf: float, run: str, model: str) -> ModelRecord:
     )
 
 
-def _racer(url: str, run: str, jf: float, model: str, barrier: Barrier) -> None:
+def _racer(url: str, run: str, jf: float, model: str, barrier: Barrier, lease_s: float) -> None:
     """Child process body: promote once, report the outcome as the exit status only."""
     code = 1
     try:
         barrier.wait(timeout=120)
-        decision = Registry(url).promote(_record(jf, run, model), margin=MARGIN)
+        decision = Registry(url).promote(_record(jf, run, model), margin=MARGIN, lease_s=lease_s)
         code = decision.exit_status
     except PromotionRaceLost:
         code = EXIT_STATUS[LOST_RACE]
@@ -138,7 +138,7 @@ def _racer(url: str, run: str, jf: float, model: str, barrier: Barrier) -> None:
         os._exit(code)
 
 
-def _race(url: str, model: str, n: int, seed: int) -> dict[str, tuple[float, int]]:
+def _race(url: str, model: str, n: int, seed: int, lease_s: float) -> dict[str, tuple[float, int]]:
     """Run ``n`` concurrent promotions; returns run id -> (J&F, exit status)."""
     rng = random.Random(seed)
     jfs = [round(20 + 60 * i / n + rng.uniform(0, 0.3), 3) for i in range(n)]
@@ -148,7 +148,7 @@ def _race(url: str, model: str, n: int, seed: int) -> dict[str, tuple[float, int
     procs = {}
     for i, jf in enumerate(jfs):
         run = f"run{i:02d}"
-        p = ctx.Process(target=_racer, args=(url, run, jf, model, barrier))
+        p = ctx.Process(target=_racer, args=(url, run, jf, model, barrier, lease_s))
         p.start()
         procs[run] = (jf, p)
     out = {}
@@ -201,13 +201,13 @@ def _check(url: str, results: dict[str, tuple[float, int]]) -> None:
     assert leftovers == []
 
 
-def _run_race(url: str, tmp_path: Path, n: int) -> None:
+def _run_race(url: str, tmp_path: Path, n: int, *, lease_s: float = 60.0) -> None:
     model = tmp_path / "model.pt"
     model.write_bytes(b"weights")
     # Import the store's client (gcsfs, google-auth) once here, not in each forked racer.
     assert Registry(url).champion() is None
     start = time.monotonic()
-    results = _race(url, str(model), n, seed=n)
+    results = _race(url, str(model), n, seed=n, lease_s=lease_s)
     took = time.monotonic() - start
     _check(url, results)
     counts = {o: sum(c == code for _, c in results.values()) for o, code in EXIT_STATUS.items()}
@@ -217,6 +217,12 @@ def _run_race(url: str, tmp_path: Path, n: int) -> None:
 
 def test_race_local(tmp_path: Path) -> None:
     _run_race(str(tmp_path / "reg"), tmp_path, RACERS)
+
+
+def test_race_local_with_expiring_leases(tmp_path: Path) -> None:
+    """Leases of 0 s: holders are constantly presumed dead and their locks broken, so several
+    racers are inside at once; the atomic create of each promotion still decides alone."""
+    _run_race(str(tmp_path / "reg"), tmp_path, RACERS, lease_s=0.0)
 
 
 def test_race_gcs(gcs_url: str, tmp_path: Path) -> None:
