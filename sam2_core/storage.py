@@ -11,8 +11,11 @@ import contextlib
 import json
 import os
 import posixpath
+import random
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Collection, Iterator, Sequence
 from typing import IO, Any
@@ -235,3 +238,289 @@ def staged_dir(url: str, *, last: Sequence[str] = (), skip: Collection[str] = ()
         upload_dir(tmp, url, last=last, skip=skip)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ transactions (registry)
+#: Lease of a lock file: a holder that has not released it by then is presumed dead.
+DEFAULT_LEASE_S = 60.0
+
+
+class LockBusyError(TimeoutError):
+    """A lease lock stayed held by a live holder for longer than the caller would wait."""
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> set[str]:
+    proto = fs.protocol
+    return {proto} if isinstance(proto, str) else set(proto)
+
+
+def _is_gcs(fs: fsspec.AbstractFileSystem) -> bool:
+    return bool(_protocols(fs) & {"gs", "gcs"})
+
+
+def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
+    return bool(_protocols(fs) & {"s3", "s3a"})
+
+
+def read_bytes_fresh(url: str) -> bytes | None:
+    """Read an object straight from the store, or ``None`` when it does not exist.
+
+    Unlike :func:`exists` followed by :func:`read_bytes`, this never answers from a listing
+    cache of this process (gcsfs keeps one per filesystem object and another process may have
+    written since), and it costs one request instead of two.
+    """
+    fs, path = get_fs(url)
+    if isinstance(fs, LocalFileSystem):
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+    fs.invalidate_cache(path)
+    try:
+        return bytes(fs.cat_file(path))
+    except FileNotFoundError:
+        return None
+
+
+def invalidate(url: str) -> None:
+    """Forget this process's cached listings at and above ``url`` (before re-listing it)."""
+    fs, path = get_fs(url)
+    fs.invalidate_cache(path)
+
+
+def _gcs_create(
+    fs: fsspec.AbstractFileSystem, path: str, data: bytes, *, generation: int = 0
+) -> None:
+    """One-request upload with ``ifGenerationMatch``: GCS refuses it (412) unless the object's
+    live generation is ``generation`` (0: unless it does not exist).
+
+    gcsfs maps 412 to ``FileExistsError``. A single media upload (not gcsfs's multipart or
+    resumable forms) keeps the precondition and the payload in one request.
+    """
+    bucket, key = path.split("/", 1)
+    root = str(fs.base).rstrip("/")
+    if not root.endswith("/storage/v1"):
+        raise ValueError(f"unexpected GCS API base URL {fs.base!r}")
+    upload = root[: -len("/storage/v1")] + f"/upload/storage/v1/b/{bucket}/o"
+    fs.call(
+        "POST",
+        upload,
+        uploadType="media",
+        name=key,
+        ifGenerationMatch=str(generation),
+        data=data,
+        # (octet-stream: the emulator would parse a JSON body as the object's metadata)
+        headers={"Content-Type": "application/octet-stream"},
+        json_out=True,
+    )
+
+
+def _local_create(path: str, data: bytes) -> bool:
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            # link() publishes the whole file at once and fails if the name exists (also on NFS).
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:
+            pass  # no hard links here (some FUSE/PVC drivers): fall back to O_EXCL below
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def create_exclusive(url: str, data: bytes) -> bool:
+    """Create ``url`` holding ``data`` only if nothing exists there yet; ``True`` if this call did.
+
+    This is the store's own atomic create-if-absent, so of many concurrent callers (processes,
+    pods) exactly one gets ``True``: local/PVC paths use ``link()`` (``O_CREAT|O_EXCL`` where
+    hard links are unsupported), GCS a generation precondition (``ifGenerationMatch=0``), S3 a
+    conditional write (``If-None-Match: *``, AWS S3 and recent MinIO; a store that ignores the
+    header gives no exclusivity). Other fsspec protocols raise ``NotImplementedError``.
+
+    A client-side retry of a create that did reach the store is answered "exists"; the object
+    then holds our own ``data``, which is checked, so the call still returns ``True``.
+    """
+    fs, path = get_fs(url)
+    if isinstance(fs, LocalFileSystem):
+        return _local_create(path, data)
+    if _is_gcs(fs):
+        try:
+            _gcs_create(fs, path, data)
+        except FileExistsError:
+            return read_bytes_fresh(url) == data
+        fs.invalidate_cache(path)
+        return True
+    if _is_s3(fs):
+        try:
+            fs.pipe_file(path, data, mode="create")
+        except (FileExistsError, OSError) as exc:
+            text = str(exc).lower()
+            if isinstance(exc, FileExistsError) or "precondition" in text or "conflict" in text:
+                return read_bytes_fresh(url) == data
+            raise
+        return True
+    raise NotImplementedError(
+        f"{url}: no atomic create-if-absent on {sorted(_protocols(fs))}; "
+        "use a local/PVC path, gs:// or s3://"
+    )
+
+
+def has_generations(url: str) -> bool:
+    """Whether :func:`read_with_generation` / :func:`write_if_generation` work here (GCS)."""
+    fs, _ = get_fs(url)
+    return _is_gcs(fs)
+
+
+def read_with_generation(url: str) -> tuple[bytes | None, int]:
+    """``(content, generation)`` of a GCS object; ``(None, 0)`` when it does not exist.
+
+    The generation is read first: content fetched after it is at least that new, so a
+    :func:`write_if_generation` based on a stale pair fails instead of overwriting.
+    """
+    fs, path = get_fs(url)
+    if not _is_gcs(fs):
+        raise NotImplementedError(f"{url}: object generations exist on gs:// only")
+    bucket, key = path.split("/", 1)
+    for _ in range(20):
+        try:
+            meta = fs.call("GET", "b/{}/o/{}", bucket, key, json_out=True)
+        except FileNotFoundError:
+            return None, 0
+        generation = int(meta["generation"])
+        try:
+            return bytes(fs.cat_file(path, generation=generation)), generation
+        except FileNotFoundError:
+            continue  # replaced between the two requests: read the new one
+    raise TimeoutError(f"{url} kept changing while it was read")
+
+
+def write_if_generation(url: str, data: bytes, *, generation: int) -> bool:
+    """Replace a GCS object only if its live generation is still ``generation`` (0: absent).
+
+    ``False`` when another writer replaced it first (the caller re-reads and decides again).
+    """
+    fs, path = get_fs(url)
+    if not _is_gcs(fs):
+        raise NotImplementedError(f"{url}: object generations exist on gs:// only")
+    try:
+        _gcs_create(fs, path, data, generation=generation)
+    except FileExistsError:
+        return read_bytes_fresh(url) == data  # a retried request that had succeeded
+    fs.invalidate_cache(path)
+    return True
+
+
+def _lock_holder(path: str) -> tuple[str, float, dict[str, Any]] | None:
+    """``(token, expires, record)`` of the lock file at ``path``, or ``None`` if there is none.
+
+    A file without a readable record (a holder that crashed between ``O_EXCL`` and its write)
+    is identified by its inode and expires one lease after its modification time.
+    """
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        rec = json.loads(raw)
+        return str(rec["token"]), float(rec["expires"]), rec
+    except (ValueError, KeyError, TypeError):
+        token = f"ino{st.st_ino}-{st.st_mtime_ns}"
+        return token, st.st_mtime + DEFAULT_LEASE_S, {"token": token}
+
+
+def _remove_lock(path: str, token: str) -> bool:
+    """Remove the lock file at ``path`` if (and only if) it is still ``token``'s.
+
+    Whoever removes lock ``token`` (its holder releasing it, or a process breaking it after
+    its lease ran out) first creates the marker ``<path>.rm-<token>`` exclusively, so only
+    one process ever removes a given lock, and the lock cannot change between our check and
+    our ``remove``: nobody else may remove it, and nobody can create a new one while it exists.
+    """
+    marker = f"{path}.rm-{token}"
+    if not _local_create(marker, b""):
+        return False  # someone else is removing this very lock
+    try:
+        holder = _lock_holder(path)
+        if holder is None or holder[0] != token:
+            return False
+        os.remove(path)
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(marker)
+
+
+@contextlib.contextmanager
+def lease_lock(
+    url: str, *, lease_s: float = DEFAULT_LEASE_S, wait_s: float = 120.0
+) -> Iterator[dict[str, Any]]:
+    """Hold the exclusive lock file ``url`` (local/PVC paths) for the duration of the block.
+
+    The lock file is created atomically and records its holder (pid, host) and an expiry
+    time ``lease_s`` ahead. A holder that died (SIGKILL, node loss) therefore blocks others
+    for at most ``lease_s``: after that its lock is broken and taken over. The block must
+    finish well within ``lease_s``; if it does not, another process may enter too, so callers
+    that must never act twice also commit with :func:`create_exclusive`. Expiry compares wall
+    clocks: hosts sharing a PVC need clocks closer than ``lease_s``.
+
+    Raises :class:`LockBusyError` naming the holder when a live holder keeps the lock for
+    longer than ``wait_s`` seconds.
+    """
+    fs, path = get_fs(url)
+    if not isinstance(fs, LocalFileSystem):
+        raise ValueError(f"{url}: lock files need a local or PVC path")
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + wait_s
+    delay = 0.005
+    while True:
+        now = time.time()
+        record = {
+            "token": token,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "acquired": now,
+            "expires": now + lease_s,
+        }
+        if _local_create(path, json.dumps(record).encode()):
+            break
+        holder = _lock_holder(path)
+        if holder is None:
+            continue  # released meanwhile: try again at once
+        other, expires, info = holder
+        if time.time() > expires:
+            _remove_lock(path, other)  # its holder is presumed dead: break the lock
+            continue
+        if time.monotonic() > deadline:
+            raise LockBusyError(
+                f"{url} is held by pid {info.get('pid', '?')} on {info.get('host', '?')} for "
+                f"{max(expires - time.time(), 0.0):.0f} s more; wait, or delete it if that "
+                "process is gone"
+            )
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 0.2)
+    try:
+        yield record
+    finally:
+        _remove_lock(path, token)
