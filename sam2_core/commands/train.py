@@ -59,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from sam2_core.train.trainer import run_training
 
-    summary = run_training(cfg, dry_run=args.dry_run)
+    try:
+        summary = run_training(cfg, dry_run=args.dry_run)
+    except ConfigError as e:  # e.g. the output folder holds a different or finished run
+        print(f"sam2kf train: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, default=str))
     return 0
