@@ -1,4 +1,4 @@
-"""Shared test fixtures: the ``../shared`` reference folder, GPU skipping, tiny temp data."""
+"""Shared test fixtures: the committed reference files (tests/fixtures), GPU skipping."""
 
 from __future__ import annotations
 
@@ -14,25 +14,38 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def shared_dir() -> Path:
-    """``../shared`` next to the repository, or ``$SAM2KF_SHARED`` (CI sets it for clean clones)."""
+#: Committed copies of the reference files the tests read (Meta's golden outputs, CRD schemas);
+#: same layout as the project's ``../shared/`` folder. Provenance: tests/fixtures/README.md.
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def external_shared_dir() -> Path:
+    """``$SAM2KF_SHARED`` or ``../shared`` next to the repository: only for data that may not be
+    committed (the real SA-V annotation files); tests needing it skip where it is absent."""
     env = os.environ.get("SAM2KF_SHARED")
     return Path(env) if env else REPO_ROOT.parent / "shared"
 
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
-    d = shared_dir()
-    if not d.is_dir():
-        pytest.skip(f"reference folder {d} is absent (set SAM2KF_SHARED)")
-    return d
+    """The reference folder every test can rely on: ``tests/fixtures`` (``golden/``,
+    ``k8s-schemas/``), committed, so a fresh clone runs the same tests as CI."""
+    return FIXTURES
 
 
 @pytest.fixture(scope="session")
 def golden(shared: Path) -> Path:
-    d = shared / "golden"
+    """Golden outputs of Meta's official SAM 2 code (``tests/fixtures/golden``)."""
+    return shared / "golden"
+
+
+@pytest.fixture(scope="session")
+def real_sav() -> Path:
+    """The real SA-V example annotations (``<shared>/real``): licensed data files that must not
+    be committed, so this one skips where the external reference folder is absent."""
+    d = external_shared_dir() / "real"
     if not d.is_dir():
-        pytest.skip(f"golden reference {d} is absent")
+        pytest.skip(f"real SA-V annotations {d} are absent (set SAM2KF_SHARED to a copy)")
     return d
 
 

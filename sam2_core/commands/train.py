@@ -60,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from sam2_core.eval.vos import validate_in_memory
     from sam2_core.train.trainer import run_training
 
-    summary = run_training(cfg, dry_run=args.dry_run, validate=validate_in_memory)
+    try:
+        summary = run_training(cfg, dry_run=args.dry_run, validate=validate_in_memory)
+    except ConfigError as e:  # e.g. the output folder holds a different or finished run
+        print(f"sam2kf train: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, default=str))
     return 0

@@ -23,6 +23,9 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRIMARY = "train"
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("bfloat16", "float16")
+#: ``trainer.resume``: ``auto`` resumes the run recorded in the output folder and refuses a
+#: different one; ``new`` replaces a different or finished run there (sam2_core.train.run_identity)
+RESUME_MODES = ("auto", "new")
 
 
 class ConfigError(ValueError):
@@ -83,6 +86,8 @@ class TrainerConfig:
     dist_timeout_min: float = 30.0
     #: keep training when validation code or data is missing (log a line) instead of failing
     skip_missing_validation: bool = True
+    #: auto | new (RESUME_MODES): what to do with a different or finished run in output_dir
+    resume: str = "auto"
 
 
 @dataclass
@@ -99,6 +104,8 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     #: instance-unique querying / equivariance objectives (sam2_core.train.iuq), off by default
     iuq: IUQConfig = field(default_factory=IUQConfig)
+    #: the ``experiment=`` choice the config was composed with (part of the run identity)
+    experiment: str | None = None
 
     @property
     def checkpoint(self) -> str | None:
@@ -119,6 +126,10 @@ class TrainConfig:
             raise ConfigError(
                 f"trainer.cpu_amp=true needs trainer.amp_dtype=bfloat16 (got {t.amp_dtype!r}): "
                 "CPU autocast has no float16 loss scaling"
+            )
+        if t.resume not in RESUME_MODES:
+            raise ConfigError(
+                f"trainer.resume={t.resume!r} is not allowed; allowed values: {', '.join(RESUME_MODES)}"
             )
         if t.dist_backend not in (None, "gloo", "nccl"):
             raise ConfigError(
@@ -221,8 +232,11 @@ def to_train_config(cfg: Any) -> TrainConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     model_name = "custom"
+    experiment: str | None = None
     if "hydra" in cfg:
         model_name = str(cfg.hydra.runtime.choices.get("model", "custom"))
+        chosen = cfg.hydra.runtime.choices.get("experiment")
+        experiment = str(chosen) if chosen else None
         cfg = cfg.copy()
         with open_dict(cfg):
             del cfg["hydra"]
@@ -263,7 +277,7 @@ def to_train_config(cfg: Any) -> TrainConfig:
         raise ConfigError(f"config key '{key}': {msg}{extra}") from e
     assert isinstance(typed, dict)
     sections: dict[str, Any] = {str(k): v for k, v in typed.items()}
-    out = TrainConfig(model=dict(model), model_name=model_name, **sections)
+    out = TrainConfig(model=dict(model), model_name=model_name, experiment=experiment, **sections)
     out.validate()
     return out
 

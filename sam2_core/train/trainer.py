@@ -33,6 +33,7 @@ from sam2_core.train.losses import CORE_LOSS_KEY, LOSS_KEYS, MultiStepMultiMasks
 from sam2_core.train.model_train import SAM2Train
 from sam2_core.train.optim import ScheduledOptimizer, freeze_parameters
 from sam2_core.train.prompts import PromptSimulator
+from sam2_core.train.run_identity import ResumeError, RunIdentity, read_identity, write_identity
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,9 @@ class Trainer:
         )
         self.data_state: dict[str, Any] = {"epoch": 0, "position": 0}
         self.resumed_from: int | None = None
+        # Rank 0's view of the output folder's run (run.json); see _resume_decision.
+        self.identity: RunIdentity | None = None
+        self.replace_previous = False
         # Instance-unique querying objectives (docs/iuq.md); None when off (the default).
         self.iuq: Any = None
         if cfg.iuq.enabled:
@@ -150,13 +154,74 @@ class Trainer:
         model = build_model(self.cfg.model_name, overrides=arch, mode="train")
         return model.to(self.device)
 
+    def _resume_decision(self) -> tuple[int | None, bool, str | None]:
+        """Rank 0: ``(step to resume or None, replace the folder's run, refusal or None)``.
+
+        The newest complete checkpoint is resumed only when the folder's recorded run identity
+        (run.json) is this configuration's and there are steps left to train; otherwise the run
+        is refused with one line, or replaced with ``trainer.resume=new``. A checkpoint exactly
+        at ``max_steps`` without ``model_final.pt`` is a run interrupted while finishing: it
+        resumes (0 steps) and completes validation and export.
+        """
+        t = self.cfg.trainer
+        self.identity = RunIdentity.of(cfg=self.cfg)
+        found = self.ckpt.load_latest(map_location="cpu")
+        if found is None:
+            return None, False, None
+        step = found[0]
+        recorded = read_identity(output_dir=self.out)
+        if recorded is None:
+            log.info("%s records no run identity (older folder): resuming it as this run", self.out)
+            diff: list[str] = []
+        else:
+            diff = recorded.differences(self.identity)
+        unfinished = step == t.max_steps and not storage.exists(
+            storage.join(self.out, "model_final.pt")
+        )
+        nothing_left = step >= t.max_steps and not unfinished
+        if t.resume == "new":
+            if diff or nothing_left:
+                log.info(
+                    "trainer.resume=new: replacing the run in %s (step %d) by a new one",
+                    self.out,
+                    step,
+                )
+                return None, True, None
+            log.info(
+                "trainer.resume=new: %s holds this same run in progress (step %d): resuming it "
+                "(delete the folder to start it over)",
+                self.out,
+                step,
+            )
+            return step, False, None
+        new_run = (
+            "add trainer.resume=new to start a new run in this folder (replaces its checkpoints)"
+        )
+        if diff:
+            return (
+                None,
+                False,
+                f"{self.out} holds a different run ({'; '.join(diff)}): rerun with its settings to "
+                f"resume it, choose another trainer.output_dir, or {new_run}",
+            )
+        if nothing_left:
+            return (
+                None,
+                False,
+                f"{self.out} already reached step {step} and trainer.max_steps={t.max_steps} "
+                f"leaves nothing to train: set trainer.max_steps above {step} to continue it, or "
+                f"{new_run}",
+            )
+        return step, False, None
+
     def _resume_or_init(self) -> None:
         """Newest complete checkpoint of the output dir, else the official initial weights."""
-        chosen: int | None = None
+        decision: tuple[int | None, bool, str | None] = (None, False, None)
         if self.info.is_main:
-            found = self.ckpt.load_latest(map_location="cpu")
-            chosen = found[0] if found else None
-        chosen = D.broadcast_object(chosen)
+            decision = self._resume_decision()
+        chosen, self.replace_previous, refusal = D.broadcast_object(decision)
+        if refusal:
+            raise ResumeError(refusal)
         if chosen is None:
             if self.cfg.checkpoint:
                 from sam2_core.model.build import load_checkpoint
@@ -238,6 +303,18 @@ class Trainer:
             log.info("wrote demo data to %s", dst)
         D.barrier()
         return dst
+
+    def _record_identity(self) -> None:
+        """Rank 0: clear a replaced run's outputs, then record this run's identity (run.json)."""
+        if not self.info.is_main or self.identity is None:
+            return
+        if self.replace_previous:
+            for name in ("checkpoints", "tensorboard", "train_stats.jsonl", "model_final.pt"):
+                url = storage.join(self.out, name)
+                if storage.exists(url):
+                    storage.remove(url)
+        if read_identity(output_dir=self.out) != self.identity:
+            write_identity(output_dir=self.out, identity=self.identity)
 
     # ------------------------------------------------------------------------------------------
     # logging
@@ -458,6 +535,7 @@ class Trainer:
             }
             log.info("dry run: %s", summary)
             return summary
+        self._record_identity()
         self._open_writer()
         self.model.train()
         self.train_module.train()

@@ -64,8 +64,8 @@ def test_raw_in_subfolders_and_split(tmp_path: Path) -> None:
         list(iter_videos(str(tmp_path), split="val"))
 
 
-def test_real_sav_json_with_generated_video(shared: Path, tmp_path: Path) -> None:
-    real = shared / "real" / "sav_000001_manual.json"
+def test_real_sav_json_with_generated_video(real_sav: Path, tmp_path: Path) -> None:
+    real = real_sav / "sav_000001_manual.json"
     if not real.exists():
         pytest.skip(f"{real} is absent")
     ann = load_annotation(str(real))
@@ -83,7 +83,7 @@ def test_real_sav_json_with_generated_video(shared: Path, tmp_path: Path) -> Non
     assert not obj3.masks[448].decode().any() and obj3.masks[452].decode().any()  # 113 * 4
     area = np.mean([rec.mask(0, f).sum() for f in rec.annotated_indices if rec.mask(0, f).any()])
     assert area == pytest.approx(ann["masklet_size_abs"][0], rel=1e-6)
-    auto = shared / "real" / "sav_000001_auto.json"
+    auto = real_sav / "sav_000001_auto.json"
     if auto.exists():
         (tmp_path / "sav_000001_auto.json").write_bytes(auto.read_bytes())
         rec_auto = next(iter(iter_videos(str(tmp_path), annotations="auto")))

@@ -45,6 +45,9 @@ class FpnNeck(nn.Module):
                 nn.Conv2d(dim, d_model, kernel_size=kernel_size, stride=stride, padding=padding),
             )
             self.convs.append(lateral)
+        # Trunk maps arrive as channels_last views (NHWC permuted) and conv backward then returns
+        # channels_last weight grads: same-format weights keep DDP's gradient buckets in step.
+        self.convs.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.fpn_interp_model = fpn_interp_model
         self.fuse_type = fuse_type
         if fpn_top_down_levels is None:

@@ -78,6 +78,9 @@ class MaskDecoder(nn.Module):
         if use_high_res_features:
             self.conv_s0 = nn.Conv2d(d, d // 8, kernel_size=1, stride=1)
             self.conv_s1 = nn.Conv2d(d, d // 4, kernel_size=1, stride=1)
+            # their inputs (FPN levels 0/1) are channels_last: same as the neck's lateral convs
+            for conv in (self.conv_s0, self.conv_s1):
+                conv.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
         self.output_hypernetworks_mlps = nn.ModuleList(
             MLP(d, d, d // 8, 3) for _ in range(self.num_mask_tokens)
