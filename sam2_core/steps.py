@@ -218,7 +218,7 @@ def train_args(
     overrides: str = "",
 ) -> list[str]:
     """Hydra overrides for ``sam2kf train`` (config keys fixed in CONTRACTS.md)."""
-    from sam2_core.k8s.pytorchjob import split_overrides
+    from sam2_core.launch.pytorchjob import split_overrides
 
     args = [f"experiment={experiment}"] if experiment else []
     args += [
@@ -265,7 +265,12 @@ def train_step(
     The model artifact is the training output directory: ``checkpoints/``, ``tensorboard/``,
     ``train_stats.jsonl`` and ``model_final.pt`` (official ``{"model": state_dict}``).
     """
-    from sam2_core.k8s.launcher import ClusterOptions, LocalBackend, PyTorchJobBackend, TrainRequest
+    from sam2_core.launch.launcher import (
+        ClusterOptions,
+        LocalBackend,
+        PyTorchJobBackend,
+        TrainRequest,
+    )
 
     out_dir = output_url(model, storage_root=storage_root, key=f"runs/{run_id}/train")
     req = TrainRequest(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sam2_core.k8s.launcher import (
+from sam2_core.launch.launcher import (
     RUN_ID_ANNOTATION,
     JobCancelled,
     JobFailed,

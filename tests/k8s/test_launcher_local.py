@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sam2_core.k8s.launcher import JobFailed, LocalBackend, TrainRequest, torchrun_argv
+from sam2_core.launch.launcher import JobFailed, LocalBackend, TrainRequest, torchrun_argv
 
 SCRIPT = """
 import os, sys

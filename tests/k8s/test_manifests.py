@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from sam2_core import image_ref
-from sam2_core.k8s import retrain
-from sam2_core.k8s.pytorchjob import image_is_pinned, render_pytorchjob
-from sam2_core.k8s.render_manifests import CONFIGMAP_NAME, OVERLAYS, rendered_files
-from sam2_core.k8s.validate import check_restricted_pod, pod_specs_of, validate_pytorchjob
+from sam2_core.launch import retrain
+from sam2_core.launch.pytorchjob import image_is_pinned, render_pytorchjob
+from sam2_core.launch.render_manifests import CONFIGMAP_NAME, OVERLAYS, rendered_files
+from sam2_core.launch.validate import check_restricted_pod, pod_specs_of, validate_pytorchjob
 
 from .k8s_helpers import K8S_VERSION, MANIFESTS, OVERLAY_NAMES, by_kind, crd_path, kustomize
 
@@ -52,8 +52,10 @@ def _objs(overlay: str) -> list[dict[str, Any]]:
 def test_generated_files_are_up_to_date() -> None:
     """pytorchjob.yaml / train-config.yaml are exactly what render_manifests produces."""
     for path, text in rendered_files(MANIFESTS).items():
-        assert path.exists(), f"{path} missing: python -m sam2_core.k8s.render_manifests"
-        assert path.read_text() == text, f"{path} stale: python -m sam2_core.k8s.render_manifests"
+        assert path.exists(), f"{path} missing: python -m sam2_core.launch.render_manifests"
+        assert path.read_text() == text, (
+            f"{path} stale: python -m sam2_core.launch.render_manifests"
+        )
 
 
 def test_overlay_has_every_kind_in_its_namespace(overlay: str) -> None:

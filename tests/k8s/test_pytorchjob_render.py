@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from sam2_core import image_ref
-from sam2_core.k8s.pytorchjob import (
+from sam2_core.launch.pytorchjob import (
     PyTorchJobSpec,
     job_name_for_run,
     render_pytorchjob,
@@ -22,7 +22,7 @@ from sam2_core.k8s.pytorchjob import (
     split_overrides,
     torchrun_command,
 )
-from sam2_core.k8s.validate import check_restricted_pod, pod_specs_of, validate_pytorchjob
+from sam2_core.launch.validate import check_restricted_pod, pod_specs_of, validate_pytorchjob
 
 from .k8s_helpers import crd_path
 

@@ -2,13 +2,13 @@
 
 Usage (inside the image; also works from a laptop with a kube config)::
 
-    python -m sam2_core.k8s.retrain cron   --config-dir /etc/sam2kf --run-id RUN [--dry-run]
-    python -m sam2_core.k8s.retrain data   --raw URL --frames URL --shards URL
-    python -m sam2_core.k8s.retrain launch --config-dir /etc/sam2kf --run-id RUN \
+    python -m sam2_core.launch.retrain cron   --config-dir /etc/sam2kf --run-id RUN [--dry-run]
+    python -m sam2_core.launch.retrain data   --raw URL --frames URL --shards URL
+    python -m sam2_core.launch.retrain launch --config-dir /etc/sam2kf --run-id RUN \
         --shards URL --output-dir URL [--wait] [--dry-run]
 
 The config dir is the mounted ConfigMap ``sam2kf-train-config`` written by
-``python -m sam2_core.k8s.render_manifests``: ``job.json`` (PyTorchJobSpec fields shared by every
+``python -m sam2_core.launch.render_manifests``: ``job.json`` (PyTorchJobSpec fields shared by every
 run), ``overrides.txt`` (Hydra overrides for ``sam2kf train``, one or more per line) and
 ``retrain.json`` (data locations; ``kfp_host`` non-empty = submit to KFP instead).
 
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sam2_core.k8s.launcher import RUN_ID_ANNOTATION
-from sam2_core.k8s.pytorchjob import (
+from sam2_core.launch.launcher import RUN_ID_ANNOTATION
+from sam2_core.launch.pytorchjob import (
     PyTorchJobSpec,
     job_name_for_run,
     render_pytorchjob,
@@ -163,7 +163,7 @@ def run_job(
 ) -> int:
     """Create (or attach to) ``job`` through the pipeline's launcher; with ``wait``, follow the
     Master's log until the job ends (raises on failure/timeout, deletes the job on SIGTERM)."""
-    from sam2_core.k8s.launcher import PyTorchJobLauncher
+    from sam2_core.launch.launcher import PyTorchJobLauncher
 
     launcher = PyTorchJobLauncher(
         api_client=api_client,
@@ -307,7 +307,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m sam2_core.k8s.retrain",
+        prog="python -m sam2_core.launch.retrain",
         description="Scheduled retraining on plain Kubernetes (the CronJob's program): extract + "
         "shard, then create (or attach to) the PyTorchJob; or submit to KFP when configured.",
     )

@@ -1,8 +1,8 @@
 """Render the Kubeflow ``PyTorchJob`` (``kubeflow.org/v1``) that runs ``sam2kf train``.
 
 This module is pure: it builds plain dicts and touches no cluster. The KFP launcher
-(:mod:`sam2_core.k8s.launcher`), the kustomize manifests (``python -m
-sam2_core.k8s.render_manifests``) and the tests all render through :func:`render_pytorchjob`,
+(:mod:`sam2_core.launch.launcher`), the kustomize manifests (``python -m
+sam2_core.launch.render_manifests``) and the tests all render through :func:`render_pytorchjob`,
 so there is exactly one definition of what a training job looks like.
 
 Shape of the rendered job (``num_nodes`` = N):
@@ -296,7 +296,7 @@ def _wait_container(spec: PyTorchJobSpec) -> dict[str, Any]:
         "command": [
             "python",
             "-m",
-            "sam2_core.k8s.retrain",
+            "sam2_core.launch.retrain",
             "wait",
             "--path",
             str(spec.wait_for),

@@ -3,7 +3,7 @@
 :class:`PyTorchJobLauncher` talks to the API server through the official ``kubernetes`` client:
 
 * **create or attach**: the job name is derived from the pipeline run id
-  (:func:`sam2_core.k8s.pytorchjob.job_name_for_run`), so a retried launcher step gets HTTP 409
+  (:func:`sam2_core.launch.pytorchjob.job_name_for_run`), so a retried launcher step gets HTTP 409
   and attaches to the job it created before instead of starting a second one. A job of the same
   name that belongs to another run is an error; one that already *failed* is deleted and created
   again (that is what a retry asks for).
@@ -443,7 +443,7 @@ def _free_port() -> int:
 
 def torchrun_argv(*, nproc_per_node: int, train_args: list[str]) -> list[str]:
     """The PyTorchJob container's command, runnable here: same flags, this interpreter."""
-    from sam2_core.k8s.pytorchjob import PyTorchJobSpec, torchrun_command
+    from sam2_core.launch.pytorchjob import PyTorchJobSpec, torchrun_command
 
     cmd = torchrun_command(
         PyTorchJobSpec(
@@ -588,7 +588,7 @@ class PyTorchJobBackend:
 
     def manifest(self, req: TrainRequest) -> dict[str, Any]:
         from sam2_core import image_ref
-        from sam2_core.k8s.pytorchjob import PyTorchJobSpec, job_name_for_run, render_pytorchjob
+        from sam2_core.launch.pytorchjob import PyTorchJobSpec, job_name_for_run, render_pytorchjob
 
         o = self.options
         spec = PyTorchJobSpec(

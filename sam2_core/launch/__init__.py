@@ -1,0 +1,1 @@
+"""sam2_core.launch"""
