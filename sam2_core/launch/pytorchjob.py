@@ -1,7 +1,9 @@
 """Render the Kubeflow ``PyTorchJob`` (``kubeflow.org/v1``) that runs ``sam2kf train``.
 
-This module is pure: it builds plain dicts and touches no cluster. The KFP launcher
-(:mod:`sam2_core.launch.launcher`), the kustomize manifests (``python -m
+This module is pure: it builds plain dicts and touches no cluster. It renders a
+:class:`~sam2_core.launch.spec.LaunchSpec` (the settings) for one
+:class:`~sam2_core.launch.spec.JobRun` (name, run id, data); the ``pytorchjob`` engine
+(:mod:`sam2_core.launch.engines`), the kustomize manifests (``python -m
 sam2_core.launch.render_manifests``) and the tests all render through :func:`render_pytorchjob`,
 so there is exactly one definition of what a training job looks like.
 
@@ -20,14 +22,18 @@ Shape of the rendered job (``num_nodes`` = N):
 
 from __future__ import annotations
 
-import hashlib
-import re
-import shlex
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
 from typing import Any
 
-from sam2_core import __version__
+from sam2_core import __version__, image_ref
+from sam2_core.launch.spec import (
+    RUN_ID_ANNOTATION,
+    JobRun,
+    LaunchSpec,
+    image_is_pinned,
+    is_dns1035_label,
+    train_command,
+)
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
@@ -42,136 +48,15 @@ RUN_AS_GROUP = 1000
 TMP_DIR = "/tmp"
 CACHE_DIR = "/cache"
 SHM_DIR = "/dev/shm"
-#: Longest job name we hand out: the operator derives pod and Service names such as
-#: ``<job>-worker-15`` from it, and a Service name must itself be a <= 63-char DNS-1035 label.
-MAX_JOB_NAME_LEN = 48
-
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _GPU_RESOURCE = "nvidia.com/gpu"
 
 
-@dataclass
-class PyTorchJobSpec:
-    """Everything that varies between training jobs; defaults suit a small CPU job.
-
-    ``train_args`` are Hydra overrides for ``sam2kf train`` (e.g. ``["model=tiny",
-    "data.shards=gs://b/ds/v1", "trainer.output_dir=gs://b/runs/r1"]``). ``num_nodes`` counts
-    pods (Master + Workers); ``nproc_per_node`` processes run in each pod, one per GPU when
-    ``gpus_per_node`` > 0. Elastic training is enabled by ``elastic_min_nodes`` /
-    ``elastic_max_nodes`` (total pod counts, Master included).
-    """
-
-    name: str
-    image: str
-    train_args: list[str] = field(default_factory=list)
-    namespace: str = "default"
-    num_nodes: int = 1
-    nproc_per_node: int = 1
-    gpus_per_node: int = 0
-    cpu: str = "4"
-    memory: str = "16Gi"
-    env: dict[str, str] = field(default_factory=dict)
-    #: env var name -> (Secret name, key): storage credentials without putting them in the spec.
-    secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)
-    #: Secrets whose every key becomes an env var (``envFrom``), e.g. an S3/MinIO credential set.
-    env_from_secrets: list[str] = field(default_factory=list)
-    service_account: str = "sam2kf-trainer"
-    pvc_claim: str | None = None
-    pvc_mount_path: str = "/data"
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = field(default_factory=list)
-    shm_size: str = "16Gi"
-    cache_size: str = "20Gi"
-    tmp_size: str = "10Gi"
-    elastic_min_nodes: int | None = None
-    elastic_max_nodes: int | None = None
-    elastic_max_restarts: int = 3
-    rdzv_backend: str = "c10d"
-    restart_policy: str = "OnFailure"
-    backoff_limit: int = 3
-    ttl_seconds_after_finished: int | None = 7 * 24 * 3600
-    clean_pod_policy: str = "Running"
-    active_deadline_seconds: int | None = None
-    image_pull_policy: str = "IfNotPresent"
-    labels: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
-    priority_class_name: str | None = None
-    #: If set, an init container waits until this URL/path exists (e.g. the shards'
-    #: ``manifest.json``), so a job applied together with its data Job starts training only
-    #: once the data is complete instead of crash-looping through its backoffLimit.
-    wait_for: str | None = None
-    wait_timeout_s: int = 6 * 3600
-
-    @property
-    def elastic(self) -> bool:
-        return self.elastic_min_nodes is not None or self.elastic_max_nodes is not None
-
-
-def job_name_for_run(
-    run_id: str, prefix: str = "sam2-train", *, max_len: int = MAX_JOB_NAME_LEN
-) -> str:
-    """Return a stable DNS-1035 job name for a pipeline run (``<prefix>-<run-id>-<hash8>``).
-
-    The same ``run_id`` always gives the same name, so a retried launcher step finds (and
-    attaches to) the job it created before instead of starting a second one. The run id is
-    lower-cased, anything outside ``[a-z0-9-]`` becomes ``-``, and it is truncated to fit
-    ``max_len`` (<= 63; default 48 to leave room for the operator's ``-worker-N`` suffixes).
-    The hash is taken over the untouched ``run_id``, so ids that sanitise alike stay distinct.
-    """
-    if not 20 <= max_len <= 63:
-        raise ValueError(f"max_len must be within 20..63, got {max_len}")
-    if not _DNS1035.match(prefix):
-        raise ValueError(f"job name prefix {prefix!r} is not a DNS-1035 label ([a-z][-a-z0-9]*)")
-    if not run_id:
-        raise ValueError("run_id must not be empty")
-    digest = hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:8]
-    body = re.sub(r"[^a-z0-9]+", "-", run_id.lower()).strip("-")
-    room = max_len - len(prefix) - len(digest) - 2
-    if room < 0:
-        raise ValueError(f"job name prefix {prefix!r} is too long for max_len={max_len}")
-    body = body[:room].strip("-")
-    name = "-".join(p for p in (prefix, body, digest) if p)
-    assert _DNS1035.match(name) and len(name) <= max_len, name
-    return name
-
-
-def torchrun_command(spec: PyTorchJobSpec) -> list[str]:
-    """The container's full command: torchrun wrapping the ``sam2kf train`` console script.
-
-    ``--no-python`` makes torchrun exec ``sam2kf`` directly (it is a console script, not a .py
-    file). Rendezvous comes from the operator's ``PET_*`` env (see module docstring).
-    """
-    return [
-        "torchrun",
-        f"--nproc-per-node={spec.nproc_per_node}",
-        "--no-python",
-        "sam2kf",
-        "train",
-        *spec.train_args,
-    ]
-
-
-def image_is_pinned(image: str) -> bool:
-    """True for ``repo:tag`` (tag not ``latest``) or ``repo@sha256:...`` references."""
-    if "@sha256:" in image:
-        return True
-    last = image.rsplit("/", 1)[-1]
-    return ":" in last and not last.endswith(":latest")
-
-
-def _check(spec: PyTorchJobSpec) -> None:
-    if not _DNS1035.match(spec.name) or len(spec.name) > 63:
-        raise ValueError(f"PyTorchJob name {spec.name!r} is not a DNS-1035 label (<= 63 chars)")
-    if not image_is_pinned(spec.image):
-        raise ValueError(f"image {spec.image!r} must be pinned by a version tag or digest")
-    if spec.num_nodes < 1 or spec.nproc_per_node < 1:
-        raise ValueError("num_nodes and nproc_per_node must be >= 1")
-    if spec.gpus_per_node < 0:
-        raise ValueError("gpus_per_node must be >= 0")
-    if spec.gpus_per_node and spec.nproc_per_node > spec.gpus_per_node:
-        raise ValueError(
-            f"nproc_per_node={spec.nproc_per_node} exceeds gpus_per_node={spec.gpus_per_node}"
-        )
+def _check(spec: LaunchSpec, name: str, image: str) -> None:
+    spec.check()
+    if not is_dns1035_label(name):
+        raise ValueError(f"PyTorchJob name {name!r} is not a DNS-1035 label (<= 63 chars)")
+    if not image_is_pinned(image):
+        raise ValueError(f"image {image!r} must be pinned by a version tag or digest")
     if spec.elastic:
         lo, hi = spec.elastic_min_nodes, spec.elastic_max_nodes
         if lo is None or hi is None or not 1 <= lo <= spec.num_nodes <= hi:
@@ -183,7 +68,7 @@ def _check(spec: PyTorchJobSpec) -> None:
             raise ValueError("elastic training needs num_nodes >= 2 (a Master and a Worker)")
 
 
-def _labels(spec: PyTorchJobSpec) -> dict[str, str]:
+def _labels(spec: LaunchSpec) -> dict[str, str]:
     base = {
         "app.kubernetes.io/name": "sam2-kubeflow",
         "app.kubernetes.io/component": "train",
@@ -193,7 +78,7 @@ def _labels(spec: PyTorchJobSpec) -> dict[str, str]:
     return {**base, **spec.labels}
 
 
-def _env(spec: PyTorchJobSpec) -> list[dict[str, Any]]:
+def _env(spec: LaunchSpec) -> list[dict[str, Any]]:
     # The root filesystem is read-only: point every cache at the writable emptyDirs. User env
     # comes last so it can override these.
     defaults = {
@@ -211,7 +96,7 @@ def _env(spec: PyTorchJobSpec) -> list[dict[str, Any]]:
     return out
 
 
-def _resources(spec: PyTorchJobSpec) -> dict[str, Any]:
+def _resources(spec: LaunchSpec) -> dict[str, Any]:
     requests: dict[str, Any] = {"cpu": spec.cpu, "memory": spec.memory}
     limits: dict[str, Any] = {"memory": spec.memory}
     if spec.gpus_per_node:
@@ -265,7 +150,12 @@ def scratch_volumes(
     return volumes, mounts
 
 
-def _container(spec: PyTorchJobSpec) -> dict[str, Any]:
+def image_of(spec: LaunchSpec) -> str:
+    """The spec's image, or this version's training image when it names none."""
+    return spec.image or image_ref(flavour="train")
+
+
+def _container(spec: LaunchSpec, run: JobRun) -> dict[str, Any]:
     _, mounts = scratch_volumes(
         tmp_size=spec.tmp_size, cache_size=spec.cache_size, shm_size=spec.shm_size
     )
@@ -273,9 +163,9 @@ def _container(spec: PyTorchJobSpec) -> dict[str, Any]:
         mounts.append({"name": "data", "mountPath": spec.pvc_mount_path})
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
-        "image": spec.image,
+        "image": image_of(spec),
         "imagePullPolicy": spec.image_pull_policy,
-        "command": torchrun_command(spec),
+        "command": train_command(spec, run),
         "env": _env(spec),
         "ports": [{"name": "pytorchjob-port", "containerPort": MASTER_PORT, "protocol": "TCP"}],
         "resources": _resources(spec),
@@ -287,22 +177,19 @@ def _container(spec: PyTorchJobSpec) -> dict[str, Any]:
     return container
 
 
-def _wait_container(spec: PyTorchJobSpec) -> dict[str, Any]:
-    main = _container(spec)
+def wait_command(path: str, *, timeout_hours: float) -> list[str]:
+    """The wait-for-data init container's command (``sam2kf retrain wait``)."""
+    timeout = str(int(timeout_hours * 3600))
+    return ["sam2kf", "retrain", "wait", "--path", path, "--timeout", timeout]
+
+
+def _wait_container(spec: LaunchSpec, run: JobRun) -> dict[str, Any]:
+    main = _container(spec, run)
     return {
         "name": "wait-for-data",
-        "image": spec.image,
+        "image": main["image"],
         "imagePullPolicy": spec.image_pull_policy,
-        "command": [
-            "python",
-            "-m",
-            "sam2_core.launch.retrain",
-            "wait",
-            "--path",
-            str(spec.wait_for),
-            "--timeout",
-            str(spec.wait_timeout_s),
-        ],
+        "command": wait_command(str(run.wait_for), timeout_hours=spec.wait_timeout_hours),
         "env": main["env"],
         **({"envFrom": main["envFrom"]} if "envFrom" in main else {}),
         "resources": {
@@ -314,7 +201,12 @@ def _wait_container(spec: PyTorchJobSpec) -> dict[str, Any]:
     }
 
 
-def _pod_template(spec: PyTorchJobSpec) -> dict[str, Any]:
+def _annotations(spec: LaunchSpec, run: JobRun) -> dict[str, str]:
+    # The launcher compares the run id on a create conflict, to attach only to its own run's job.
+    return {**spec.annotations, **({RUN_ID_ANNOTATION: run.run_id} if run.run_id else {})}
+
+
+def _pod_template(spec: LaunchSpec, run: JobRun) -> dict[str, Any]:
     volumes, _ = scratch_volumes(
         tmp_size=spec.tmp_size, cache_size=spec.cache_size, shm_size=spec.shm_size
     )
@@ -325,11 +217,11 @@ def _pod_template(spec: PyTorchJobSpec) -> dict[str, Any]:
         # The trainer talks to object stores with its own credentials, never to the API server.
         "automountServiceAccountToken": False,
         "securityContext": restricted_pod_security_context(),
-        "containers": [_container(spec)],
+        "containers": [_container(spec, run)],
         "volumes": volumes,
     }
-    if spec.wait_for:
-        pod["initContainers"] = [_wait_container(spec)]
+    if run.wait_for:
+        pod["initContainers"] = [_wait_container(spec, run)]
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
@@ -338,26 +230,26 @@ def _pod_template(spec: PyTorchJobSpec) -> dict[str, Any]:
         pod["priorityClassName"] = spec.priority_class_name
     # Kubeflow profile namespaces usually inject an Istio sidecar, which keeps a finished
     # training pod Running forever (and is not restricted-profile compliant): opt out.
-    annotations = {"sidecar.istio.io/inject": "false", **spec.annotations}
+    annotations = {"sidecar.istio.io/inject": "false", **_annotations(spec, run)}
     return {
         "metadata": {"labels": _labels(spec), "annotations": annotations},
         "spec": pod,
     }
 
 
-def _run_policy(spec: PyTorchJobSpec) -> dict[str, Any]:
+def _run_policy(spec: LaunchSpec) -> dict[str, Any]:
     policy: dict[str, Any] = {
         "cleanPodPolicy": spec.clean_pod_policy,
         "backoffLimit": spec.backoff_limit,
     }
     if spec.ttl_seconds_after_finished is not None:
         policy["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
-    if spec.active_deadline_seconds is not None:
-        policy["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if spec.timeout_s is not None:
+        policy["activeDeadlineSeconds"] = int(spec.timeout_s)
     return policy
 
 
-def _elastic_policy(spec: PyTorchJobSpec) -> dict[str, Any]:
+def _elastic_policy(spec: LaunchSpec, name: str) -> dict[str, Any]:
     # The c10d rendezvous store lives on the Master pod (stable name <job>-master-0), so the
     # job keeps "one Master + Workers" and the launcher can always follow the Master's log.
     return {
@@ -365,24 +257,25 @@ def _elastic_policy(spec: PyTorchJobSpec) -> dict[str, Any]:
         "maxReplicas": spec.elastic_max_nodes,
         "maxRestarts": spec.elastic_max_restarts,
         "rdzvBackend": spec.rdzv_backend,
-        "rdzvHost": f"{spec.name}-master-0",
+        "rdzvHost": f"{name}-master-0",
         "rdzvPort": MASTER_PORT,
-        "rdzvId": spec.name,
+        "rdzvId": name,
     }
 
 
-def render_pytorchjob(spec: PyTorchJobSpec) -> dict[str, Any]:
-    """Return the PyTorchJob for ``spec`` as a plain dict (``kubeflow.org/v1``).
+def render_pytorchjob(spec: LaunchSpec, run: JobRun) -> dict[str, Any]:
+    """Return the PyTorchJob of ``run`` under ``spec`` as a plain dict (``kubeflow.org/v1``).
 
     Raises ValueError for settings the operator or the cluster would reject (bad name,
-    unpinned image, more processes than GPUs, inconsistent elastic bounds).
+    unpinned image, inconsistent elastic bounds).
     """
-    _check(spec)
+    name = run.job_name
+    _check(spec, name, image_of(spec))
     replica_specs: dict[str, Any] = {
         "Master": {
             "replicas": 1,
             "restartPolicy": spec.restart_policy,
-            "template": _pod_template(spec),
+            "template": _pod_template(spec, run),
         }
     }
     workers = spec.num_nodes - 1
@@ -390,7 +283,7 @@ def render_pytorchjob(spec: PyTorchJobSpec) -> dict[str, Any]:
         replica_specs["Worker"] = {
             "replicas": workers,
             "restartPolicy": spec.restart_policy,
-            "template": _pod_template(spec),
+            "template": _pod_template(spec, run),
         }
     job_spec: dict[str, Any] = {
         "nprocPerNode": str(spec.nproc_per_node),
@@ -398,12 +291,13 @@ def render_pytorchjob(spec: PyTorchJobSpec) -> dict[str, Any]:
         "pytorchReplicaSpecs": replica_specs,
     }
     if spec.elastic:
-        job_spec["elasticPolicy"] = _elastic_policy(spec)
-    metadata: dict[str, Any] = {"name": spec.name, "labels": _labels(spec)}
+        job_spec["elasticPolicy"] = _elastic_policy(spec, name)
+    metadata: dict[str, Any] = {"name": name, "labels": _labels(spec)}
     if spec.namespace:
         metadata["namespace"] = spec.namespace
-    if spec.annotations:
-        metadata["annotations"] = dict(spec.annotations)
+    annotations = _annotations(spec, run)
+    if annotations:
+        metadata["annotations"] = annotations
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": job_spec}
 
 
@@ -411,45 +305,3 @@ def replica_counts(job: Mapping[str, Any]) -> dict[str, int]:
     """{"Master": 1, "Worker": N-1} of a rendered job (handy for launchers and tests)."""
     specs = job.get("spec", {}).get("pytorchReplicaSpecs", {})
     return {k: int(v.get("replicas", 1)) for k, v in specs.items()}
-
-
-def split_overrides(text: str | Sequence[str]) -> list[str]:
-    """Hydra overrides from a whitespace/newline separated string (ConfigMap style) or a list."""
-    if isinstance(text, str):
-        out: list[str] = []
-        for line in text.splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                out.extend(shlex.split(line))
-        return out
-    return [str(t) for t in text]
-
-
-#: Fields that identify one job rather than describe a kind of job (not part of job.json).
-_PER_JOB_FIELDS = ("name", "train_args")
-
-
-def spec_to_dict(spec: PyTorchJobSpec, *, per_job: bool = False) -> dict[str, Any]:
-    """JSON-ready dict of a spec; without ``per_job`` the name and train_args are left out,
-    which is what the manifests' ConfigMap (``job.json``) stores for scheduled runs."""
-    out = {f.name: getattr(spec, f.name) for f in fields(spec)}
-    out["secret_env"] = {k: list(v) for k, v in spec.secret_env.items()}
-    if not per_job:
-        for key in _PER_JOB_FIELDS:
-            out.pop(key)
-    return out
-
-
-def spec_from_dict(data: Mapping[str, Any], **per_job: Any) -> PyTorchJobSpec:
-    """Inverse of :func:`spec_to_dict`; ``per_job`` supplies name/train_args (or overrides).
-
-    Unknown keys raise ValueError naming them, so a typo in a ConfigMap fails loudly.
-    """
-    known = {f.name for f in fields(PyTorchJobSpec)}
-    merged = {**data, **per_job}
-    unknown = sorted(set(merged) - known)
-    if unknown:
-        raise ValueError(f"unknown PyTorchJobSpec field(s) {unknown}; known: {sorted(known)}")
-    if "secret_env" in merged:
-        merged["secret_env"] = {k: (str(v[0]), str(v[1])) for k, v in merged["secret_env"].items()}
-    return PyTorchJobSpec(**merged)

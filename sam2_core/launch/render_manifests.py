@@ -2,9 +2,9 @@
 
 The committed ``pytorchjob.yaml`` and ``train-config.yaml`` of each overlay are *outputs* of
 this module: the one-off PyTorchJob is exactly :func:`render_pytorchjob` of the overlay's
-settings, and the ConfigMap carries the same settings (``job.json``, ``overrides.txt``) for the
-CronJob, which renders its per-run jobs through the same function. A test fails when the
-committed files differ from what this module renders.
+launch spec, and the ConfigMap carries the same spec (``launch.json``) for the CronJob
+(``sam2kf retrain cron``), which renders its per-run jobs through the same function. A test
+fails when the committed files differ from what this module renders.
 
     python -m sam2_core.launch.render_manifests            # rewrite manifests/overlays/*/
     python -m sam2_core.launch.render_manifests --check    # exit 1 if anything is out of date
@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 
 from sam2_core import image_ref
-from sam2_core.launch.pytorchjob import PyTorchJobSpec, render_pytorchjob, spec_to_dict
+from sam2_core.launch.pytorchjob import render_pytorchjob
+from sam2_core.launch.spec import JobRun, LaunchSpec
 
 #: Where the base's data Job writes shards and the one-off job reads them (PVC paths).
 SHARDS = "/data/datasets/v1"
@@ -45,18 +46,16 @@ class Overlay:
     retrain: dict[str, Any] = field(default_factory=dict)
     output_dir: str = "/data/runs/finetune"
 
-    def spec(self) -> PyTorchJobSpec:
-        """Spec of the overlay's one-off fine-tuning job."""
-        return PyTorchJobSpec(
+    def spec(self) -> LaunchSpec:
+        """The overlay's launch spec (the one-off job's namespace; scheduled runs use theirs)."""
+        return LaunchSpec(namespace=self.namespace, overrides=list(self.overrides), **self.job)
+
+    def one_off_run(self) -> JobRun:
+        """The one-off fine-tuning job: waits for the data Job's shards, then trains on them."""
+        return JobRun(
             name=ONE_OFF_JOB_NAME,
-            namespace=self.namespace,
-            train_args=[
-                *self.overrides,
-                f"data.shards={SHARDS}",
-                f"trainer.output_dir={self.output_dir}",
-            ],
+            train_args=[f"data.shards={SHARDS}", f"trainer.output_dir={self.output_dir}"],
             wait_for=f"{SHARDS}/manifest.json",
-            **self.job,
         )
 
 
@@ -69,7 +68,7 @@ OVERLAYS: dict[str, Overlay] = {
             "image": image_ref(flavour="data"),
             "num_nodes": 1,
             "nproc_per_node": 2,
-            "gpus_per_node": 0,
+            "gpus_per_process": 0,
             "cpu": "2",
             "memory": "8Gi",
             "shm_size": "1Gi",
@@ -78,11 +77,11 @@ OVERLAYS: dict[str, Overlay] = {
             "pvc_claim": PVC_CLAIM,
             "backoff_limit": 2,
             "ttl_seconds_after_finished": 24 * 3600,
-            "active_deadline_seconds": 6 * 3600,
+            "timeout_hours": 6.0,
             "labels": {"sam2kf.io/overlay": "dev"},
         },
         overrides=["model=tiny", "experiment=smoke", "trainer.device=cpu", "trainer.max_steps=50"],
-        retrain={"raw": "/data/raw", "timeout_s": 6 * 3600},
+        retrain={"raw": "/data/raw"},
         output_dir="/data/runs/finetune-dev",
     ),
     "prod": Overlay(
@@ -92,7 +91,7 @@ OVERLAYS: dict[str, Overlay] = {
             "image": image_ref(flavour="train"),
             "num_nodes": 2,
             "nproc_per_node": 8,
-            "gpus_per_node": 8,
+            "gpus_per_process": 1,
             "cpu": "96",
             # /dev/shm is memory-backed and counts against this limit.
             "memory": "900Gi",
@@ -103,7 +102,7 @@ OVERLAYS: dict[str, Overlay] = {
             "tolerations": [_GPU_TOLERATION],
             "backoff_limit": 3,
             "ttl_seconds_after_finished": 7 * 24 * 3600,
-            "active_deadline_seconds": 3 * 24 * 3600,
+            "timeout_hours": 72.0,
             "labels": {"sam2kf.io/overlay": "prod"},
         },
         overrides=[
@@ -112,7 +111,7 @@ OVERLAYS: dict[str, Overlay] = {
             "model.checkpoint=/data/checkpoints/sam2.1_hiera_base_plus.pt",
             "trainer.device=cuda",
         ],
-        retrain={"raw": "/data/raw", "timeout_s": 3 * 24 * 3600},
+        retrain={"raw": "/data/raw"},
         output_dir="/data/runs/finetune-prod",
     ),
 }
@@ -155,7 +154,7 @@ def pytorchjob_yaml(overlay: Overlay) -> str:
             f"clean up: kubectl -n {ns} delete pytorchjob {name}",
         ]
     )
-    return header + _dump(render_pytorchjob(overlay.spec()))
+    return header + _dump(render_pytorchjob(overlay.spec(), overlay.one_off_run()))
 
 
 def configmap_yaml(overlay: Overlay) -> str:
@@ -170,14 +169,12 @@ def configmap_yaml(overlay: Overlay) -> str:
         {
             "kfp_host": "",
             "submit_args": [],
-            "timeout_s": 24 * 3600,
             "poll_s": 30.0,
             **overlay.retrain,
         }
     )
-    job = spec_to_dict(overlay.spec())
-    job["wait_for"] = None  # scheduled runs write their own shards before creating the job
-    job.pop("namespace")  # the CronJob creates jobs in its own namespace ($POD_NAMESPACE)
+    # The CronJob creates its jobs in its own namespace ($POD_NAMESPACE).
+    launch = {**overlay.spec().to_dict(), "namespace": ""}
     cm = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -190,8 +187,7 @@ def configmap_yaml(overlay: Overlay) -> str:
             },
         },
         "data": {
-            "overrides.txt": "".join(f"{o}\n" for o in overlay.overrides),
-            "job.json": json.dumps(job, indent=2, sort_keys=True) + "\n",
+            "launch.json": json.dumps(launch, indent=2, sort_keys=True) + "\n",
             "retrain.json": json.dumps(retrain, indent=2, sort_keys=True) + "\n",
         },
     }
@@ -199,8 +195,8 @@ def configmap_yaml(overlay: Overlay) -> str:
         [
             f"GENERATED by `python -m sam2_core.launch.render_manifests` from OVERLAYS[{overlay.name!r}];",
             "do not edit by hand. Read by the CronJob sam2kf-retrain (mounted at /etc/sam2kf):",
-            "overrides.txt = Hydra overrides for `sam2kf train`; job.json = PyTorchJobSpec fields;",
-            "retrain.json = data locations; set kfp_host (+ submit_args) to submit to KFP instead.",
+            "launch.json = the launch spec (sam2_core.launch.spec.LaunchSpec, Hydra overrides",
+            "included); retrain.json = data locations; set kfp_host (+ submit_args) to submit to KFP.",
             f"apply:    kubectl apply -k manifests/overlays/{overlay.name}",
             f"check:    kubectl -n {ns} get configmap {CONFIGMAP_NAME} -o yaml",
             f"logs:     kubectl -n {ns} logs job/<sam2kf-retrain-...> (the CronJob's runs use it)",

@@ -12,9 +12,11 @@ import pytest
 import yaml
 
 from sam2_core import image_ref
-from sam2_core.launch import retrain
-from sam2_core.launch.pytorchjob import image_is_pinned, render_pytorchjob
+from sam2_core.cli import main as sam2kf
+from sam2_core.commands import retrain
+from sam2_core.launch.pytorchjob import render_pytorchjob
 from sam2_core.launch.render_manifests import CONFIGMAP_NAME, OVERLAYS, rendered_files
+from sam2_core.launch.spec import image_is_pinned, job_name_for_run
 from sam2_core.launch.validate import check_restricted_pod, pod_specs_of, validate_pytorchjob
 
 from .k8s_helpers import K8S_VERSION, MANIFESTS, OVERLAY_NAMES, by_kind, crd_path, kustomize
@@ -91,7 +93,7 @@ def test_strict_validation_catches_a_typo() -> None:
 
 def test_pytorchjob_matches_renderer_and_crd(overlay: str, shared: Path) -> None:
     (job,) = by_kind(_objs(overlay), "PyTorchJob")
-    assert job == render_pytorchjob(OVERLAYS[overlay].spec())
+    assert job == render_pytorchjob(OVERLAYS[overlay].spec(), OVERLAYS[overlay].one_off_run())
     assert validate_pytorchjob(job, crd_path(shared)) == []
 
 
@@ -164,8 +166,8 @@ def test_cronjob_schedule_policy(overlay: str) -> None:
 
 
 def test_overlay_sizes() -> None:
-    dev = render_pytorchjob(OVERLAYS["dev"].spec())
-    prod = render_pytorchjob(OVERLAYS["prod"].spec())
+    dev = render_pytorchjob(OVERLAYS["dev"].spec(), OVERLAYS["dev"].one_off_run())
+    prod = render_pytorchjob(OVERLAYS["prod"].spec(), OVERLAYS["prod"].one_off_run())
     assert list(dev["spec"]["pytorchReplicaSpecs"]) == ["Master"]
     dev_c = dev["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in dev_c["resources"]["limits"]
@@ -208,9 +210,9 @@ def test_cronjob_run_renders_a_valid_job(
     assert plan["mode"] == "pytorchjob"
     job = plan["job"]
     assert validate_pytorchjob(job, crd_path(shared)) == []
-    assert job["metadata"]["name"] == retrain.job_name_for_run("sam2kf-retrain-29371200")
+    assert job["metadata"]["name"] == job_name_for_run("sam2kf-retrain-29371200")
     assert plan["shards"] == "/data/work/sam2kf-retrain-29371200/shards"
-    one_off = render_pytorchjob(OVERLAYS[overlay].spec())
+    one_off = render_pytorchjob(OVERLAYS[overlay].spec(), OVERLAYS[overlay].one_off_run())
 
     def normalise(j: dict[str, Any]) -> dict[str, Any]:
         j = copy.deepcopy(j)
@@ -252,9 +254,8 @@ def test_cronjob_kfp_mode(tmp_path: Path) -> None:
 
 def test_cron_cli_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _write_configmap("dev", tmp_path)
-    assert (
-        retrain.main(["cron", "--config-dir", str(cfg), "--run-id", "manual-1", "--dry-run"]) == 0
-    )
+    argv = ["retrain", "cron", "--config-dir", str(cfg), "--run-id", "manual-1", "--dry-run"]
+    assert sam2kf(argv) == 0
     plan = yaml.safe_load(capsys.readouterr().out)
     assert plan["job"]["kind"] == "PyTorchJob"
     assert plan["output_dir"] == "/data/runs/manual-1"
@@ -262,10 +263,10 @@ def test_cron_cli_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 def test_bad_configmap_is_reported_with_its_file(tmp_path: Path) -> None:
     cfg = _write_configmap("dev", tmp_path)
-    data = json.loads((cfg / "job.json").read_text())
+    data = json.loads((cfg / "launch.json").read_text())
     data["gpu_per_node"] = 1
-    (cfg / "job.json").write_text(json.dumps(data))
-    with pytest.raises(SystemExit, match=r"job\.json.*gpu_per_node"):
+    (cfg / "launch.json").write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match=r"launch\.json.*gpu_per_node"):
         retrain.cron_plan(cfg, "r1")
 
 
@@ -293,6 +294,10 @@ def test_cronjob_run_end_to_end_against_a_loopback_api(
         dst=str(tmp_path / "raw"), num_videos=2, num_frames=12, sizes=((64, 96),) * 2
     )
 
+    # What the training pods would leave behind (the stub runs no pods).
+    final = tmp_path / "runs" / "sam2kf-retrain-1" / "model_final.pt"
+    final.parent.mkdir(parents=True)
+    final.write_bytes(b"")
     state = ApiState(script=["Created", "Running", "Succeeded"])
     with FakeApiServer(state) as api:
         assert retrain.run_cron(cfg, "sam2kf-retrain-1", api_client=api.api_client()) == 0
@@ -300,7 +305,7 @@ def test_cronjob_run_end_to_end_against_a_loopback_api(
     assert (tmp_path / "work" / "sam2kf-retrain-1" / "shards" / "manifest.json").exists()
     assert state.creates == 1
     (name,) = state.jobs
-    assert name == retrain.job_name_for_run("sam2kf-retrain-1")
+    assert name == job_name_for_run("sam2kf-retrain-1")
     job = state.jobs[name]
     assert job["metadata"]["namespace"] == "sam2kf-dev"
     command = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][

@@ -30,7 +30,7 @@ GOLDEN_PARAMS = {
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
     settings = ClusterSettings(
-        pvc_name="sam2-data",
+        pvc_claim="sam2-data",
         node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"},
         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         eval_gpu_product="NVIDIA-L4",
