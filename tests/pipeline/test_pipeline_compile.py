@@ -120,3 +120,24 @@ def test_compile_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "Upload pipeline" in capsys.readouterr().out
     doc = next(yaml.safe_load_all(out.read_text()))
     assert "accelerator" not in str(doc["deploymentSpec"]["executors"]["exec-evaluate-champion"])
+
+
+def test_train_step_takes_one_launch_spec(compiled: tuple[Path, list[dict[str, Any]]]) -> None:
+    """The launch settings reach the train step as one structured parameter that the launch
+    spec reads back, run-time values as placeholders and cluster settings as constants."""
+    from sam2_core.launch.spec import LaunchSpec
+
+    _, docs = compiled
+    spec = docs[0]
+    inputs = spec["components"]["comp-train-model"]["inputDefinitions"]["parameters"]
+    assert inputs["launch"]["parameterType"] == "STRUCT"
+    assert "launch spec" in inputs["launch"]["description"]
+    task = spec["components"]["comp-condition-1"]["dag"]["tasks"]["train-model"]
+    launch = task["inputs"]["parameters"]["launch"]["runtimeValue"]["constant"]
+    assert "pipelinechannel--num_nodes" in launch["num_nodes"]
+    assert "pipelinechannel--launcher_backend" in launch["engine"]
+    fixed = {k: v for k, v in launch.items() if "pipelinechannel" not in str(v)}
+    parsed = LaunchSpec.from_dict(fixed)
+    assert parsed.pvc_claim == "sam2-data"
+    assert parsed.secret_env["AWS_ACCESS_KEY_ID"] == ("mlpipeline-minio-artifact", "accesskey")
+    assert parsed.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
