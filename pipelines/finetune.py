@@ -157,13 +157,38 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Any:
         max_steps: int = 0,
         train_timeout_hours: float = LaunchSpec.timeout_hours,
         min_jf_gain: float = 0.5,
-        launcher_backend: str = "pytorchjob",
+        launcher_backend: str = LaunchSpec.engine,
         storage_root: str = "",
         every: int = 4,
         val_fraction: float = 0.1,
         shard_size_mb: int = 256,
         eval_max_videos: int = 0,
     ) -> None:
+        """SAM 2.1 fine-tuning on new videos, promoted only when it beats the champion.
+
+        Args:
+            raw_uri: raw SA-V style videos (gs://, s3://, minio:// or a PVC path).
+            registry_uri: model registry (champion, history, seen videos).
+            dataset_name: dataset name; videos of its earlier versions are skipped.
+            dataset_version: version to write; ``auto`` = one per run.
+            model_name: model configuration (tiny, sam2.1_hiera_t/s/b+/l).
+            init_checkpoint: initial weights: ``champion``, a URL, or "" for none.
+            experiment: training recipe (``sam2kf train experiment=...``).
+            overrides: further Hydra overrides for ``sam2kf train`` (space separated).
+            num_nodes: training pods (nodes).
+            nproc_per_node: training processes per node.
+            gpus_per_process: GPUs per training process (0 = CPU).
+            max_steps: training steps (0 = the experiment's).
+            train_timeout_hours: deadline of the training job (0 = none).
+            min_jf_gain: J&F points the challenger must gain to be promoted.
+            launcher_backend: training engine: auto (Trainer v2 TrainJob if the cluster
+                serves it, else PyTorchJob), trainjob, pytorchjob or local.
+            storage_root: keep data and models under this root instead of the artifact store.
+            every: keep every Nth video frame.
+            val_fraction: share of videos held out for evaluation.
+            shard_size_mb: target Parquet shard size.
+            eval_max_videos: evaluate at most this many videos (0 = all).
+        """
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         extract = extract_frames(
             raw_uri=raw_uri,

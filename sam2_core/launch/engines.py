@@ -16,10 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
-from sam2_core.launch.launcher import PYTORCHJOB, JobKind, JobLauncher, JobResult, resolve_namespace
+from sam2_core.launch.launcher import (
+    PYTORCHJOB,
+    TRAINJOB,
+    JobKind,
+    JobLauncher,
+    JobResult,
+    choose_kind,
+    load_api_client,
+    resolve_namespace,
+)
 from sam2_core.launch.local import LocalEngine
 from sam2_core.launch.pytorchjob import render_pytorchjob
 from sam2_core.launch.spec import ENGINES, JobRun, LaunchSpec
+from sam2_core.launch.trainjob import render_trainjob
 
 Renderer = Callable[[LaunchSpec, JobRun], dict[str, Any]]
 
@@ -63,18 +73,30 @@ class ClusterEngine:
         self.launcher(spec).create_or_attach(self.manifest(spec, run))
 
 
+#: The cluster engines: kind of job and its renderer.
+CLUSTER_ENGINES: dict[str, tuple[JobKind, Renderer]] = {
+    "pytorchjob": (PYTORCHJOB, render_pytorchjob),
+    "trainjob": (TRAINJOB, render_trainjob),
+}
+
+
 def make_engine(
     name: str, *, api_client: Any = None, out: IO[str] | None = None, poll_interval_s: float = 10.0
 ) -> LocalEngine | ClusterEngine:
-    """The engine called ``name`` (one of :data:`sam2_core.launch.spec.ENGINES`)."""
+    """The engine called ``name`` (one of :data:`sam2_core.launch.spec.ENGINES`).
+
+    ``auto`` asks the API server's discovery which of TrainJob (Trainer v2) and PyTorchJob
+    (Training Operator v1) it serves and takes Trainer v2 when it serves both.
+    """
     if name == "local":
         return LocalEngine(out=out)
-    if name == "pytorchjob":
+    if name == "auto":
+        api_client = api_client if api_client is not None else load_api_client()
+        kind = choose_kind(api_client)
+        name = next(n for n, (k, _) in CLUSTER_ENGINES.items() if k == kind)
+    if name in CLUSTER_ENGINES:
+        kind, render = CLUSTER_ENGINES[name]
         return ClusterEngine(
-            PYTORCHJOB,
-            render_pytorchjob,
-            api_client=api_client,
-            out=out,
-            poll_interval_s=poll_interval_s,
+            kind, render, api_client=api_client, out=out, poll_interval_s=poll_interval_s
         )
     raise ValueError(f"unknown launcher engine {name!r} (expected one of {', '.join(ENGINES)})")

@@ -56,6 +56,12 @@ class JobKind:
     pods_selector: str
     #: label selector of the pod whose log is the job's log (rank 0) of job ``{name}``
     rank0_selector: str
+    #: what to check when the API server refuses to create the job
+    refused_hint: str = ""
+
+    @property
+    def resource(self) -> str:
+        return f"{self.plural}.{self.group}"
 
 
 PYTORCHJOB = JobKind(
@@ -65,7 +71,59 @@ PYTORCHJOB = JobKind(
     plural="pytorchjobs",
     pods_selector="training.kubeflow.org/job-name={name}",
     rank0_selector="training.kubeflow.org/job-name={name},training.kubeflow.org/replica-type=master",
+    refused_hint="is the Training Operator v1.9 (CRD pytorchjobs.kubeflow.org) installed?",
 )
+#: Kubeflow Trainer v2: the controller runs a TrainJob as a JobSet of the same name; the torch
+#: runtimes' replicated job ``node`` is one indexed Job whose completion index is the node rank.
+TRAINJOB = JobKind(
+    kind="TrainJob",
+    group="trainer.kubeflow.org",
+    version="v1alpha1",
+    plural="trainjobs",
+    pods_selector="jobset.sigs.k8s.io/jobset-name={name}",
+    rank0_selector=(
+        "jobset.sigs.k8s.io/jobset-name={name},jobset.sigs.k8s.io/replicatedjob-name=node,"
+        "jobset.sigs.k8s.io/job-index=0,batch.kubernetes.io/job-completion-index=0"
+    ),
+    refused_hint=(
+        "does the runtime it names exist in this namespace (TrainingRuntime sam2kf-torch: "
+        "kubectl apply -k manifests/overlays/<overlay>-trainer), or name the stock one "
+        "(runtime=torch-distributed, runtime_kind=ClusterTrainingRuntime)?"
+    ),
+)
+
+
+def served_kinds(
+    api_client: Any, kinds: tuple[JobKind, ...] = (TRAINJOB, PYTORCHJOB)
+) -> list[JobKind]:
+    """The kinds among ``kinds`` whose resource the API server serves (its discovery API)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi(api_client)
+    out = []
+    for kind in kinds:
+        try:
+            resources = api.get_api_resources(kind.group, kind.version)
+        except ApiException as exc:
+            if exc.status == 404:
+                continue
+            raise
+        if any(r.name == kind.plural for r in (resources.resources or [])):
+            out.append(kind)
+    return out
+
+
+def choose_kind(api_client: Any) -> JobKind:
+    """Trainer v2 when the cluster serves it, else the Training Operator v1, else LaunchError."""
+    served = served_kinds(api_client)
+    if not served:
+        raise LaunchError(
+            f"the cluster serves neither {TRAINJOB.resource} (Kubeflow Trainer v2) nor "
+            f"{PYTORCHJOB.resource} (Training Operator v1): install the Trainer v2 Helm chart "
+            "(v2.3.0) or the Training Operator v1.9, or pick engine=local"
+        )
+    return served[0]
 
 
 class LaunchError(RuntimeError):
@@ -121,6 +179,14 @@ def _service_account_from(message: str) -> str:
     return f"user {m.group(1)!r}" if m else "the launcher's service account"
 
 
+def _message(exc: Any) -> str:
+    body = getattr(exc, "body", "") or ""
+    try:
+        return str(json.loads(body).get("message", body))
+    except (ValueError, AttributeError):
+        return str(body)
+
+
 def rbac_error(exc: Any, *, verb: str, resource: str, group: str, namespace: str) -> RBACError:
     """Turn a 403 ApiException into a message that says exactly which permission is missing."""
     body = getattr(exc, "body", "") or ""
@@ -147,8 +213,10 @@ def current_state(job: Mapping[str, Any]) -> tuple[str, str, str]:
         return "Pending", "", ""
     # Terminal conditions win regardless of order; otherwise the last one listed is newest.
     for c in conds:
-        if c.get("type") in TERMINAL:
-            return str(c["type"]), str(c.get("reason", "")), str(c.get("message", ""))
+        if c.get("type") in TERMINAL or c.get("type") == "Complete":
+            # Trainer v2 says "Complete" where the Training Operator says "Succeeded".
+            state = "Succeeded" if c["type"] == "Complete" else str(c["type"])
+            return state, str(c.get("reason", "")), str(c.get("message", ""))
     c = conds[-1]
     return str(c.get("type", "Pending")), str(c.get("reason", "")), str(c.get("message", ""))
 
@@ -279,6 +347,11 @@ class JobLauncher:
                 self._say(f"created {self.kind.kind} {self.namespace}/{name}")
                 return dict(created), False
             except ApiException as exc:
+                if exc.status in (400, 404, 422):
+                    raise LaunchError(
+                        f"{self.kind.kind} {self.namespace}/{name} was refused by the API server "
+                        f"({exc.status} {exc.reason}): {_message(exc)}; {self.kind.refused_hint}"
+                    ) from None
                 if exc.status != 409:
                     raise
             existing = self.get(name)

@@ -25,9 +25,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sam2_core import __version__, image_ref
+from sam2_core.launch.pods import (
+    container_env,
+    container_resources,
+    image_of,
+    job_annotations,
+    job_labels,
+    restricted_container_security_context,
+    restricted_pod_security_context,
+    scratch_volumes,
+)
 from sam2_core.launch.spec import (
-    RUN_ID_ANNOTATION,
     JobRun,
     LaunchSpec,
     image_is_pinned,
@@ -41,14 +49,6 @@ KIND = "PyTorchJob"
 CONTAINER_NAME = "pytorch"
 #: Port the operator's defaulting uses for ``pytorchjob-port``; declared explicitly for clarity.
 MASTER_PORT = 23456
-#: Numeric UID/GID of the non-root user baked into the images (images/*.Dockerfile).
-RUN_AS_USER = 1000
-RUN_AS_GROUP = 1000
-#: Writable mounts on top of the read-only root filesystem.
-TMP_DIR = "/tmp"
-CACHE_DIR = "/cache"
-SHM_DIR = "/dev/shm"
-_GPU_RESOURCE = "nvidia.com/gpu"
 
 
 def _check(spec: LaunchSpec, name: str, image: str) -> None:
@@ -68,93 +68,6 @@ def _check(spec: LaunchSpec, name: str, image: str) -> None:
             raise ValueError("elastic training needs num_nodes >= 2 (a Master and a Worker)")
 
 
-def _labels(spec: LaunchSpec) -> dict[str, str]:
-    base = {
-        "app.kubernetes.io/name": "sam2-kubeflow",
-        "app.kubernetes.io/component": "train",
-        "app.kubernetes.io/version": __version__,
-        "app.kubernetes.io/managed-by": "sam2kf",
-    }
-    return {**base, **spec.labels}
-
-
-def _env(spec: LaunchSpec) -> list[dict[str, Any]]:
-    # The root filesystem is read-only: point every cache at the writable emptyDirs. User env
-    # comes last so it can override these.
-    defaults = {
-        "HOME": TMP_DIR,
-        "XDG_CACHE_HOME": CACHE_DIR,
-        "TORCH_HOME": f"{CACHE_DIR}/torch",
-        "TRITON_CACHE_DIR": f"{CACHE_DIR}/triton",
-        "TORCHINDUCTOR_CACHE_DIR": f"{CACHE_DIR}/inductor",
-        "MPLCONFIGDIR": f"{TMP_DIR}/matplotlib",
-    }
-    merged = {**defaults, **spec.env}
-    out: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in sorted(merged.items())]
-    for var, (secret, key) in sorted(spec.secret_env.items()):
-        out.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
-    return out
-
-
-def _resources(spec: LaunchSpec) -> dict[str, Any]:
-    requests: dict[str, Any] = {"cpu": spec.cpu, "memory": spec.memory}
-    limits: dict[str, Any] = {"memory": spec.memory}
-    if spec.gpus_per_node:
-        # Extended resources must have request == limit; setting the limit alone implies it.
-        limits[_GPU_RESOURCE] = str(spec.gpus_per_node)
-        requests[_GPU_RESOURCE] = str(spec.gpus_per_node)
-    return {"requests": requests, "limits": limits}
-
-
-def restricted_container_security_context() -> dict[str, Any]:
-    """Container securityContext meeting the Pod Security Standard "restricted" profile."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "privileged": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "runAsGroup": RUN_AS_GROUP,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def restricted_pod_security_context() -> dict[str, Any]:
-    """Pod securityContext for the "restricted" profile; fsGroup makes PVCs writable."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "runAsGroup": RUN_AS_GROUP,
-        "fsGroup": RUN_AS_GROUP,
-        "fsGroupChangePolicy": "OnRootMismatch",
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def scratch_volumes(
-    *, tmp_size: str, cache_size: str, shm_size: str | None
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(volumes, volumeMounts) for /tmp, the cache dir and optionally a memory-backed /dev/shm."""
-    volumes: list[dict[str, Any]] = [
-        {"name": "tmp", "emptyDir": {"sizeLimit": tmp_size}},
-        {"name": "cache", "emptyDir": {"sizeLimit": cache_size}},
-    ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "tmp", "mountPath": TMP_DIR},
-        {"name": "cache", "mountPath": CACHE_DIR},
-    ]
-    if shm_size:
-        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}})
-        mounts.append({"name": "dshm", "mountPath": SHM_DIR})
-    return volumes, mounts
-
-
-def image_of(spec: LaunchSpec) -> str:
-    """The spec's image, or this version's training image when it names none."""
-    return spec.image or image_ref(flavour="train")
-
-
 def _container(spec: LaunchSpec, run: JobRun) -> dict[str, Any]:
     _, mounts = scratch_volumes(
         tmp_size=spec.tmp_size, cache_size=spec.cache_size, shm_size=spec.shm_size
@@ -166,9 +79,9 @@ def _container(spec: LaunchSpec, run: JobRun) -> dict[str, Any]:
         "image": image_of(spec),
         "imagePullPolicy": spec.image_pull_policy,
         "command": train_command(spec, run),
-        "env": _env(spec),
+        "env": container_env(spec),
         "ports": [{"name": "pytorchjob-port", "containerPort": MASTER_PORT, "protocol": "TCP"}],
-        "resources": _resources(spec),
+        "resources": container_resources(spec),
         "securityContext": restricted_container_security_context(),
         "volumeMounts": mounts,
     }
@@ -201,11 +114,6 @@ def _wait_container(spec: LaunchSpec, run: JobRun) -> dict[str, Any]:
     }
 
 
-def _annotations(spec: LaunchSpec, run: JobRun) -> dict[str, str]:
-    # The launcher compares the run id on a create conflict, to attach only to its own run's job.
-    return {**spec.annotations, **({RUN_ID_ANNOTATION: run.run_id} if run.run_id else {})}
-
-
 def _pod_template(spec: LaunchSpec, run: JobRun) -> dict[str, Any]:
     volumes, _ = scratch_volumes(
         tmp_size=spec.tmp_size, cache_size=spec.cache_size, shm_size=spec.shm_size
@@ -230,9 +138,9 @@ def _pod_template(spec: LaunchSpec, run: JobRun) -> dict[str, Any]:
         pod["priorityClassName"] = spec.priority_class_name
     # Kubeflow profile namespaces usually inject an Istio sidecar, which keeps a finished
     # training pod Running forever (and is not restricted-profile compliant): opt out.
-    annotations = {"sidecar.istio.io/inject": "false", **_annotations(spec, run)}
+    annotations = {"sidecar.istio.io/inject": "false", **job_annotations(spec, run)}
     return {
-        "metadata": {"labels": _labels(spec), "annotations": annotations},
+        "metadata": {"labels": job_labels(spec), "annotations": annotations},
         "spec": pod,
     }
 
@@ -292,10 +200,10 @@ def render_pytorchjob(spec: LaunchSpec, run: JobRun) -> dict[str, Any]:
     }
     if spec.elastic:
         job_spec["elasticPolicy"] = _elastic_policy(spec, name)
-    metadata: dict[str, Any] = {"name": name, "labels": _labels(spec)}
+    metadata: dict[str, Any] = {"name": name, "labels": job_labels(spec)}
     if spec.namespace:
         metadata["namespace"] = spec.namespace
-    annotations = _annotations(spec, run)
+    annotations = job_annotations(spec, run)
     if annotations:
         metadata["annotations"] = annotations
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": job_spec}

@@ -64,6 +64,7 @@ OVERLAYS: dict[str, Overlay] = {
         name="dev",
         namespace="sam2kf-dev",
         job={
+            "engine": "pytorchjob",
             # The CPU ("data") image has CPU torch and trains the tiny model on one node.
             "image": image_ref(flavour="data"),
             "num_nodes": 1,
@@ -88,6 +89,7 @@ OVERLAYS: dict[str, Overlay] = {
         name="prod",
         namespace="sam2kf",
         job={
+            "engine": "pytorchjob",
             "image": image_ref(flavour="train"),
             "num_nodes": 2,
             "nproc_per_node": 8,

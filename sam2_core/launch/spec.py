@@ -13,7 +13,9 @@ Each setting has one name, one unit and one default, documented here only:
 =====================  =================  =======================================================
 field                  default            meaning
 =====================  =================  =======================================================
-engine                 ``pytorchjob``     where the job runs: ``pytorchjob`` | ``local``
+engine                 ``auto``           where the job runs: ``pytorchjob`` (Training Operator
+                                          v1), ``trainjob`` (Kubeflow Trainer v2), ``auto``
+                                          (whichever the cluster serves, v2 first), ``local``
 num_nodes              1                  pods (PyTorchJob Master + Workers) or local agents
 nproc_per_node         1                  torchrun processes per node
 gpus_per_process       0                  GPUs per process (0 = CPU); a node asks for
@@ -32,6 +34,9 @@ tolerations            []                 tolerations of the training pods
 timeout_hours          72.0               job deadline and launcher wait (0 = no limit)
 experiment             ``""``             ``experiment=`` of ``sam2kf train`` ("" = none)
 overrides              []                 further Hydra overrides (last: they win)
+runtime                ``sam2kf-torch``   Trainer v2 runtime a TrainJob names
+runtime_kind           ``TrainingRuntime`` its kind (or ``ClusterTrainingRuntime``, e.g. the
+                                          stock ``torch-distributed``)
 =====================  =================  =======================================================
 
 The remaining fields tune the pods (scratch sizes, elastic bounds, retry and clean-up policy,
@@ -49,8 +54,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-#: Engines a spec may name.
-ENGINES = ("pytorchjob", "local")
+#: Engines a spec may name; ``auto`` asks the cluster which of the two operators it serves.
+ENGINES = ("auto", "trainjob", "pytorchjob", "local")
 #: Annotation holding the run id on a job; a create conflict is an attach only when it matches.
 RUN_ID_ANNOTATION = "sam2kf.io/run-id"
 #: Longest job name we hand out: the operator derives pod and Service names such as
@@ -73,7 +78,7 @@ _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 class LaunchSpec:
     """Every setting of a training launch (table in the module docstring)."""
 
-    engine: str = "pytorchjob"
+    engine: str = "auto"
     num_nodes: int = 1
     nproc_per_node: int = 1
     gpus_per_process: int = 0
@@ -92,6 +97,8 @@ class LaunchSpec:
     timeout_hours: float = 72.0
     experiment: str = ""
     overrides: list[str] = field(default_factory=list)
+    runtime: str = "sam2kf-torch"
+    runtime_kind: str = "TrainingRuntime"
     # -- pod details ----------------------------------------------------------------------
     shm_size: str = "16Gi"
     cache_size: str = "20Gi"

@@ -43,7 +43,13 @@ def test_loads_back_with_kfp_and_protos(compiled: tuple[Path, list[dict[str, Any
     path, docs = compiled
     spec = check_ir(path)
     assert spec["pipelineInfo"]["name"] == "sam2-finetune"
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == GOLDEN_PARAMS
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == GOLDEN_PARAMS
+    # the run form explains every parameter, the engine choice included
+    assert all(p.get("description") for p in params.values())
+    assert params["launcher_backend"]["defaultValue"] == "auto"
+    for engine in ("auto", "trainjob", "pytorchjob", "local"):
+        assert engine in params["launcher_backend"]["description"]
     assert len(docs) == 2  # PipelineSpec + kfp-kubernetes PlatformSpec
 
 
