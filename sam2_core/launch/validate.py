@@ -496,6 +496,16 @@ def pod_specs_of(obj: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
             (f"{name}/{rtype}", (r.get("template") or {}).get("spec") or {})
             for rtype, r in (spec.get("pytorchReplicaSpecs") or {}).items()
         ]
+    if kind in ("TrainingRuntime", "ClusterTrainingRuntime"):
+        jobs = ((spec.get("template") or {}).get("spec") or {}).get("replicatedJobs") or []
+        return [
+            (
+                f"{name}/{j.get('name')}",
+                (((j.get("template") or {}).get("spec") or {}).get("template") or {}).get("spec")
+                or {},
+            )
+            for j in jobs
+        ]
     if isinstance(spec.get("template"), Mapping):
         return [(name, spec["template"].get("spec") or {})]
     return []

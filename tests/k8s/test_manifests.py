@@ -15,9 +15,20 @@ from sam2_core import image_ref
 from sam2_core.cli import main as sam2kf
 from sam2_core.commands import retrain
 from sam2_core.launch.pytorchjob import render_pytorchjob
-from sam2_core.launch.render_manifests import CONFIGMAP_NAME, OVERLAYS, rendered_files
+from sam2_core.launch.render_manifests import (
+    CONFIGMAP_NAME,
+    OVERLAYS,
+    TRAINER_ROLE_RULES,
+    rendered_files,
+    trainer_overlay_name,
+)
 from sam2_core.launch.spec import image_is_pinned, job_name_for_run
-from sam2_core.launch.validate import check_restricted_pod, pod_specs_of, validate_pytorchjob
+from sam2_core.launch.validate import (
+    check_restricted_pod,
+    pod_specs_of,
+    validate_pytorchjob,
+    validate_trainer_object,
+)
 
 from .k8s_helpers import K8S_VERSION, MANIFESTS, OVERLAY_NAMES, by_kind, crd_path, kustomize
 
@@ -312,3 +323,54 @@ def test_cronjob_run_end_to_end_against_a_loopback_api(
         "command"
     ]
     assert f"data.shards={tmp_path}/work/sam2kf-retrain-1/shards" in command
+
+
+# ------------------------------------------------------------------ Kubeflow Trainer v2 variant
+def _trainer_objs(overlay: str) -> list[dict[str, Any]]:
+    return kustomize(MANIFESTS / "overlays" / trainer_overlay_name(overlay))
+
+
+def test_trainer_overlay_swaps_the_pytorchjob_for_a_runtime_and_trainjob(
+    overlay: str, shared: Path
+) -> None:
+    import kubernetes_validate
+
+    objs = _trainer_objs(overlay)
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == sorted([*CORE_KINDS, "ServiceAccount", "TrainingRuntime", "TrainJob"])
+    ns = OVERLAYS[overlay].namespace
+    for o in objs:
+        if o["kind"] != "Namespace":
+            assert o["metadata"]["namespace"] == ns, o["metadata"]["name"]
+        if o["kind"] in CORE_KINDS:
+            kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+    (runtime,) = by_kind(objs, "TrainingRuntime")
+    (job,) = by_kind(objs, "TrainJob")
+    for obj in (runtime, job):
+        assert validate_trainer_object(obj, shared / "k8s-schemas") == [], obj["kind"]
+    assert job["spec"]["runtimeRef"]["name"] == runtime["metadata"]["name"] == "sam2kf-torch"
+    assert job["spec"]["suspend"] is True  # resumed once the data Job is done
+    pods = [p for o in objs for p in pod_specs_of(o)]
+    assert len(pods) >= 3  # data Job, CronJob, the runtime's node pods
+    for where, pod in pods:
+        assert check_restricted_pod(pod) == [], where
+    (role,) = by_kind(objs, "Role")
+    assert role["rules"] == TRAINER_ROLE_RULES
+    (cm,) = by_kind(objs, "ConfigMap")
+    assert json.loads(cm["data"]["launch.json"])["engine"] == "trainjob"
+    assert "retrain.json" in cm["data"]
+
+
+def test_cronjob_run_on_trainer_renders_a_valid_trainjob(
+    overlay: str, tmp_path: Path, shared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", OVERLAYS[overlay].namespace)
+    (cm,) = by_kind(_trainer_objs(overlay), "ConfigMap")
+    for key, value in cm["data"].items():
+        (tmp_path / key).write_text(value)
+    plan = retrain.cron_plan(tmp_path, "sam2kf-retrain-7")
+    assert plan["mode"] == "trainjob"
+    job = plan["job"]
+    assert job["kind"] == "TrainJob" and job["metadata"]["namespace"] == OVERLAYS[overlay].namespace
+    assert validate_trainer_object(job, shared / "k8s-schemas") == []
+    assert job["metadata"]["name"] == job_name_for_run("sam2kf-retrain-7")
