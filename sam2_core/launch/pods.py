@@ -112,3 +112,14 @@ def image_of(spec: LaunchSpec) -> str:
 def job_annotations(spec: LaunchSpec, run: JobRun) -> dict[str, str]:
     # The launcher compares the run id on a create conflict, to attach only to its own run's job.
     return {**spec.annotations, **({RUN_ID_ANNOTATION: run.run_id} if run.run_id else {})}
+
+
+def pod_volumes(spec: LaunchSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, volumeMounts) of a training pod: the scratch mounts, then the data PVC."""
+    volumes, mounts = scratch_volumes(
+        tmp_size=spec.tmp_size, cache_size=spec.cache_size, shm_size=spec.shm_size
+    )
+    if spec.pvc_claim:
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": spec.pvc_claim}})
+        mounts.append({"name": "data", "mountPath": spec.pvc_mount_path})
+    return volumes, mounts

@@ -31,9 +31,9 @@ from sam2_core.launch.pods import (
     image_of,
     job_annotations,
     job_labels,
+    pod_volumes,
     restricted_container_security_context,
     restricted_pod_security_context,
-    scratch_volumes,
 )
 from sam2_core.launch.spec import (
     JobRun,
@@ -69,11 +69,7 @@ def _check(spec: LaunchSpec, name: str, image: str) -> None:
 
 
 def _container(spec: LaunchSpec, run: JobRun) -> dict[str, Any]:
-    _, mounts = scratch_volumes(
-        tmp_size=spec.tmp_size, cache_size=spec.cache_size, shm_size=spec.shm_size
-    )
-    if spec.pvc_claim:
-        mounts.append({"name": "data", "mountPath": spec.pvc_mount_path})
+    _, mounts = pod_volumes(spec)
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": image_of(spec),
@@ -115,11 +111,7 @@ def _wait_container(spec: LaunchSpec, run: JobRun) -> dict[str, Any]:
 
 
 def _pod_template(spec: LaunchSpec, run: JobRun) -> dict[str, Any]:
-    volumes, _ = scratch_volumes(
-        tmp_size=spec.tmp_size, cache_size=spec.cache_size, shm_size=spec.shm_size
-    )
-    if spec.pvc_claim:
-        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": spec.pvc_claim}})
+    volumes, _ = pod_volumes(spec)
     pod: dict[str, Any] = {
         "serviceAccountName": spec.service_account,
         # The trainer talks to object stores with its own credentials, never to the API server.

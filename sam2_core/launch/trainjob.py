@@ -33,9 +33,9 @@ from sam2_core.launch.pods import (
     image_of,
     job_annotations,
     job_labels,
+    pod_volumes,
     restricted_container_security_context,
     restricted_pod_security_context,
-    scratch_volumes,
 )
 from sam2_core.launch.spec import (
     JobRun,
@@ -80,12 +80,7 @@ def _check(spec: LaunchSpec, run: JobRun, name: str, image: str) -> None:
 
 
 def _pod_patch(spec: LaunchSpec) -> dict[str, Any]:
-    volumes, mounts = scratch_volumes(
-        tmp_size=spec.tmp_size, cache_size=spec.cache_size, shm_size=spec.shm_size
-    )
-    if spec.pvc_claim:
-        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": spec.pvc_claim}})
-        mounts.append({"name": "data", "mountPath": spec.pvc_mount_path})
+    volumes, mounts = pod_volumes(spec)
     pod: dict[str, Any] = {
         "serviceAccountName": spec.service_account,
         "securityContext": restricted_pod_security_context(),
@@ -161,12 +156,7 @@ def render_training_runtime(spec: LaunchSpec, *, name: str = "sam2kf-torch") -> 
 
     A TrainJob's ``trainer`` supplies image, command, env, node count and resources per run.
     """
-    volumes, mounts = scratch_volumes(
-        tmp_size=spec.tmp_size, cache_size=spec.cache_size, shm_size=spec.shm_size
-    )
-    if spec.pvc_claim:
-        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": spec.pvc_claim}})
-        mounts.append({"name": "data", "mountPath": spec.pvc_mount_path})
+    volumes, mounts = pod_volumes(spec)
     container = {
         "name": NODE,
         "image": image_of(spec),
