@@ -114,6 +114,17 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         "--train-memory", default=_TRAIN.memory, help=f"memory per training pod ({_TRAIN.memory})"
     )
     g.add_argument(
+        "--train-runtime",
+        default=_TRAIN.runtime,
+        help=f"Trainer v2 runtime of TrainJobs (default {_TRAIN.runtime}, from manifests/)",
+    )
+    g.add_argument(
+        "--train-runtime-kind",
+        default=_TRAIN.runtime_kind,
+        choices=["TrainingRuntime", "ClusterTrainingRuntime"],
+        help="its kind; the Helm chart's stock runtime is ClusterTrainingRuntime torch-distributed",
+    )
+    g.add_argument(
         "--data-retries", type=int, default=3, help="retries of the extract and shard steps"
     )
 
@@ -149,6 +160,8 @@ def settings_from(args: argparse.Namespace) -> Any:
             image=args.train_image,
             cpu=args.train_cpu,
             memory=args.train_memory,
+            runtime=args.train_runtime,
+            runtime_kind=args.train_runtime_kind,
         ),
         data_retries=args.data_retries,
     )

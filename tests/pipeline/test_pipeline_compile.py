@@ -122,9 +122,16 @@ def test_k8s_manifests_validate_against_kfp_crds(tmp_path: Path, shared: Path) -
 
 def test_compile_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "ui.yaml"
-    assert main(["compile", "-o", str(out), "--eval-gpus", "0", "--storage-secret", ""]) == 0
+    argv = ["compile", "-o", str(out), "--eval-gpus", "0", "--storage-secret", ""]
+    argv += ["--train-runtime", "torch-distributed"]
+    argv += ["--train-runtime-kind", "ClusterTrainingRuntime", "--train-cpu", "16"]
+    assert main(argv) == 0
     assert "Upload pipeline" in capsys.readouterr().out
     doc = next(yaml.safe_load_all(out.read_text()))
+    task = doc["components"]["comp-condition-1"]["dag"]["tasks"]["train-model"]
+    launch = task["inputs"]["parameters"]["launch"]["runtimeValue"]["constant"]
+    assert launch["runtime"] == "torch-distributed" and launch["cpu"] == "16"
+    assert launch["runtime_kind"] == "ClusterTrainingRuntime"
     assert "accelerator" not in str(doc["deploymentSpec"]["executors"]["exec-evaluate-champion"])
 
 
