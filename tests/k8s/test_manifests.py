@@ -374,3 +374,15 @@ def test_cronjob_run_on_trainer_renders_a_valid_trainjob(
     assert job["kind"] == "TrainJob" and job["metadata"]["namespace"] == OVERLAYS[overlay].namespace
     assert validate_trainer_object(job, shared / "k8s-schemas") == []
     assert job["metadata"]["name"] == job_name_for_run("sam2kf-retrain-7")
+
+
+def test_data_job_program_writes_shards_and_keeps_them(tmp_path: Path) -> None:
+    """The base data Job's command (`sam2kf retrain data --demo-if-empty`), run twice."""
+    raw, frames, shards = (str(tmp_path / n) for n in ("raw", "frames", "shards"))
+    argv = ["retrain", "data", "--raw", raw, "--frames", frames, "--shards", shards]
+    argv += ["--demo-if-empty"]
+    assert sam2kf(argv) == 0
+    manifest = tmp_path / "shards" / "manifest.json"
+    first = manifest.read_bytes()
+    assert sam2kf(argv) == 0  # a re-run keeps the finished shard set
+    assert manifest.read_bytes() == first
