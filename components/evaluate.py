@@ -17,16 +17,27 @@ def evaluate_challenger(
     device: str = "auto",
     max_videos: int = 0,
 ) -> float:
-    """Semi-supervised VOS inference + J&F; returns J&F (0..100)."""
-    from sam2_core.steps import evaluate_step
+    """Semi-supervised VOS inference + J&F of the trained model; returns J&F (0..100).
 
-    return evaluate_step(
+    Args:
+        shards: the Parquet shards to evaluate on.
+        model: the training output of the train step (the challenger).
+        results: the challenger's predictions and per-video scores (output).
+        metrics: its J&F, J and F (output).
+        report: its HTML report (output).
+        split: the split of the shards to evaluate (``val``).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        max_videos: evaluate at most this many videos (0 = all).
+    """
+    from sam2_core.workflow import evaluate_on_shards
+
+    return evaluate_on_shards(
         shards=shards,
         model=model,
         results=results,
         metrics=metrics,
         report=report,
-        split=split,
         device=device,
+        split=split,
         max_videos=max_videos,
     )

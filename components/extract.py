@@ -20,11 +20,21 @@ def extract_frames(
 ) -> int:
     """Decode every ``every``-th frame of each new video; returns how many videos were new.
 
-    ``dataset_version="auto"`` = ``run-<run_id>``; the version rides on ``frames.metadata``.
+    Args:
+        raw_uri: folder of raw SA-V style videos (``<id>.mp4`` + ``<id>_manual.json``), any
+            fsspec URL or PVC path.
+        dataset_name: name of the dataset; videos of its other versions count as seen.
+        dataset_version: version to write; ``auto`` = ``run-<run_id>``.
+        registry_uri: model registry holding the seen-video set ("" = every video is new).
+        run_id: the pipeline run's id.
+        frames: extracted JPEG frame folders in the SA-V layout (output).
+        every: keep every Nth frame of the 24 fps video (4 = SA-V's 6 fps annotations).
+        workers: decode processes (0 = in the step's own process).
+        storage_root: write under this root instead of the artifact store ("" = artifact store).
     """
-    from sam2_core.steps import extract_step
+    from sam2_core.workflow import extract_videos
 
-    return extract_step(
+    return extract_videos(
         raw_uri=raw_uri,
         frames=frames,
         dataset_name=dataset_name,

@@ -18,10 +18,22 @@ def promote_model(
     decision: Output[Artifact],
     split: str = "val",
 ) -> bool:
-    """Append the decision to the registry history; move the champion pointer if promoted."""
-    from sam2_core.steps import promote_step
+    """Append the decision to the registry history; move the champion pointer if promoted.
 
-    return promote_step(
+    Args:
+        registry_uri: the model registry.
+        model: the trained challenger.
+        challenger_jf: the challenger's J&F.
+        champion_jf: the champion's J&F on the same split (-1 = no champion yet).
+        min_jf_gain: J&F points the challenger must gain over the champion.
+        shards: the dataset version both were evaluated on.
+        run_id: the pipeline run's id (recorded with the model).
+        decision: the decision and the challenger's record as JSON (output).
+        split: the split both were evaluated on.
+    """
+    from sam2_core.workflow import promote_if_better
+
+    return promote_if_better(
         registry_uri=registry_uri,
         model=model,
         challenger_jf=challenger_jf,

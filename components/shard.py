@@ -17,10 +17,21 @@ def shard_dataset(
     seed: int = 0,
     storage_root: str = "",
 ) -> None:
-    """Write the shards and record this version's video ids as seen."""
-    from sam2_core.steps import shard_step
+    """Write the Parquet shards and record this version's video ids as seen.
 
-    shard_step(
+    Args:
+        frames: the frame folders of the extract step.
+        registry_uri: model registry that records the dataset version ("" = none).
+        raw_uri: where the videos came from (recorded with the version).
+        shards: Parquet shards, ``index.parquet`` and ``manifest.json`` (output).
+        shard_size_mb: a new shard file starts past this size.
+        val_fraction: share of videos held out as the ``val`` split.
+        seed: salt of the split hash.
+        storage_root: write under this root instead of the artifact store ("" = artifact store).
+    """
+    from sam2_core.workflow import shard_videos
+
+    shard_videos(
         frames=frames,
         shards=shards,
         registry_uri=registry_uri,

@@ -3,6 +3,8 @@
 import re
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,13 @@ def _experiment_id(client: Any, name: str, namespace: str | None) -> str:
     return str(exp.experiment_id)
 
 
+@contextmanager
+def compiled_package(settings: ClusterSettings | None) -> Iterator[str]:
+    """The pipeline compiled for ``settings`` into a temporary file (removed afterwards)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        yield str(compile_pipeline(Path(tmp) / "pipeline.yaml", settings=settings))
+
+
 def submit(
     client: Any,
     *,
@@ -40,10 +49,9 @@ def submit(
     pipeline_root: str | None = None,
 ) -> str:
     """Compile and start one run; returns the run id."""
-    with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / "pipeline.yaml", settings=settings)
+    with compiled_package(settings) as package:
         result = client.create_run_from_pipeline_package(
-            str(package),
+            package,
             arguments=arguments,
             run_name=run_name or f"{PIPELINE_NAME} {time.strftime('%Y-%m-%d %H:%M:%S')}",
             experiment_name=experiment,
@@ -81,8 +89,7 @@ def schedule(
     """Create a recurring run: at most one run at a time and no catch-up after a pause."""
     cron = check_cron(cron)
     exp_id = _experiment_id(client, experiment, namespace)
-    with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / "pipeline.yaml", settings=settings)
+    with compiled_package(settings) as package:
         rec = client.create_recurring_run(
             experiment_id=exp_id,
             job_name=job_name,
@@ -91,7 +98,7 @@ def schedule(
             max_concurrency=1,
             no_catchup=True,
             params=arguments,
-            pipeline_package_path=str(package),
+            pipeline_package_path=package,
             enabled=True,
             pipeline_root=pipeline_root,
             service_account=service_account,

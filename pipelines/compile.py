@@ -56,7 +56,7 @@ def load_documents(path: str | Path) -> list[dict[str, Any]]:
 
 def validate_manifests(path: str | Path, crd_dir: str | Path) -> list[str]:
     """Errors of every Pipeline/PipelineVersion document in ``path`` against the KFP CRDs."""
-    from sam2_core.k8s.validate import schema_errors
+    from sam2_core.launch.validate import schema_errors
 
     errors: list[str] = []
     docs = load_documents(path)

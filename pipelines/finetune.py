@@ -6,9 +6,11 @@ raw videos -> extract (new videos only) -> shard -> train (PyTorchJob or local t
 Runtime choices are pipeline parameters (visible in the KFP UI's "Create run" form). Cluster
 plumbing that KFP needs at compile time (PVC, secrets, node selectors, tolerations, GPU on the
 evaluation step, timeouts) comes from :class:`ClusterSettings` (``sam2kf compile`` flags);
-``kfp.local`` ignores it, so the same pipeline runs on a laptop.
+``kfp.local`` ignores it, so the same pipeline runs on a laptop. The training launch is one
+structured parameter, the launch spec, built by :func:`launch_parameter` from both.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,7 @@ from components.extract import extract_frames
 from components.promote import promote_model
 from components.shard import shard_dataset
 from components.train import train_model
+from sam2_core.launch.spec import LaunchSpec, storage_secret_env
 
 PIPELINE_NAME = "sam2-finetune"
 
@@ -40,7 +43,7 @@ class ClusterSettings:
 
     #: RWX PVC mounted on every step (and the training pods) at ``pvc_mount_path``; pass
     #: ``storage_root=<mount path>/...`` at run time to keep data and models there.
-    pvc_name: str = ""
+    pvc_claim: str = ""
     pvc_mount_path: str = "/data"
     #: Secret with object-store credentials (KFP's default MinIO secret has keys
     #: ``accesskey``/``secretkey``), exposed as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
@@ -59,17 +62,39 @@ class ClusterSettings:
     eval_timeout_s: int = 6 * 3600
     launcher_timeout_s: int = 7 * 24 * 3600
     data_retries: int = 3
-    #: Training pods: namespace ("" = the launcher pod's), service account, size.
-    train_namespace: str = ""
-    train_service_account: str = "sam2kf-trainer"
-    train_cpu: str = "8"
-    train_memory: str = "64Gi"
-    train_image: str = ""
+    #: The training pods' own launch settings (namespace, image, service account, CPU, memory,
+    #: ...; see :mod:`sam2_core.launch.spec`). Its PVC, secrets, node selector and tolerations,
+    #: when empty, are the ones above; run-time parameters fill in the rest.
+    train: LaunchSpec = field(default_factory=LaunchSpec)
+
+
+def launch_parameter(s: ClusterSettings, **run_time: Any) -> dict[str, Any]:
+    """The train step's launch spec as one dict: compile-time settings + run-time parameters.
+
+    Only settings that differ from the spec's defaults are written (the rest are documented
+    once, in :mod:`sam2_core.launch.spec`); run-time values are KFP pipeline channels, which
+    KFP substitutes inside the dict when the step starts.
+    """
+    t = s.train
+    spec = dataclasses.replace(
+        t,
+        pvc_claim=t.pvc_claim or s.pvc_claim,
+        pvc_mount_path=t.pvc_mount_path if t.pvc_claim else s.pvc_mount_path,
+        secret_env=t.secret_env or storage_secret_env(s.storage_secret),
+        node_selector=t.node_selector or dict(s.node_selector),
+        tolerations=t.tolerations or list(s.tolerations),
+    )
+    fixed = spec.to_dict()
+    unknown = sorted(set(run_time) - set(fixed))
+    if unknown:
+        raise ValueError(f"not launch spec fields: {unknown}")
+    default = LaunchSpec().to_dict()
+    return {**{k: v for k, v in fixed.items() if v != default[k]}, **run_time}
 
 
 def _storage(task: dsl.PipelineTask, s: ClusterSettings) -> None:
-    if s.pvc_name:
-        kubernetes.mount_pvc(task, pvc_name=s.pvc_name, mount_path=s.pvc_mount_path)
+    if s.pvc_claim:
+        kubernetes.mount_pvc(task, pvc_name=s.pvc_claim, mount_path=s.pvc_mount_path)
     if s.storage_secret:
         kubernetes.use_secret_as_env(
             task,
@@ -130,15 +155,40 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Any:
         nproc_per_node: int = 8,
         gpus_per_process: int = 1,
         max_steps: int = 0,
-        train_timeout_hours: float = 72.0,
+        train_timeout_hours: float = LaunchSpec.timeout_hours,
         min_jf_gain: float = 0.5,
-        launcher_backend: str = "pytorchjob",
+        launcher_backend: str = LaunchSpec.engine,
         storage_root: str = "",
         every: int = 4,
         val_fraction: float = 0.1,
         shard_size_mb: int = 256,
         eval_max_videos: int = 0,
     ) -> None:
+        """SAM 2.1 fine-tuning on new videos, promoted only when it beats the champion.
+
+        Args:
+            raw_uri: raw SA-V style videos (gs://, s3://, minio:// or a PVC path).
+            registry_uri: model registry (champion, history, seen videos).
+            dataset_name: dataset name; videos of its earlier versions are skipped.
+            dataset_version: version to write; ``auto`` = one per run.
+            model_name: model configuration (tiny, sam2.1_hiera_t/s/b+/l).
+            init_checkpoint: initial weights: ``champion``, a URL, or "" for none.
+            experiment: training recipe (``sam2kf train experiment=...``).
+            overrides: further Hydra overrides for ``sam2kf train`` (space separated).
+            num_nodes: training pods (nodes).
+            nproc_per_node: training processes per node.
+            gpus_per_process: GPUs per training process (0 = CPU).
+            max_steps: training steps (0 = the experiment's).
+            train_timeout_hours: deadline of the training job (0 = none).
+            min_jf_gain: J&F points the challenger must gain to be promoted.
+            launcher_backend: training engine: auto (Trainer v2 TrainJob if the cluster
+                serves it, else PyTorchJob), trainjob, pytorchjob or local.
+            storage_root: keep data and models under this root instead of the artifact store.
+            every: keep every Nth video frame.
+            val_fraction: share of videos held out for evaluation.
+            shard_size_mb: target Parquet shard size.
+            eval_max_videos: evaluate at most this many videos (0 = all).
+        """
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         extract = extract_frames(
             raw_uri=raw_uri,
@@ -160,30 +210,24 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Any:
                 val_fraction=val_fraction,
                 storage_root=storage_root,
             ).set_display_name("shard to parquet")
-            train = train_model(
-                shards=shard.outputs["shards"],
-                run_id=run_id,
-                backend=launcher_backend,
-                model_name=model_name,
-                init_checkpoint=init_checkpoint,
-                registry_uri=registry_uri,
-                experiment=experiment,
-                overrides=overrides,
-                max_steps=max_steps,
+            launch = launch_parameter(
+                s,
+                engine=launcher_backend,
                 num_nodes=num_nodes,
                 nproc_per_node=nproc_per_node,
                 gpus_per_process=gpus_per_process,
                 timeout_hours=train_timeout_hours,
-                namespace=s.train_namespace,
-                image=s.train_image,
-                service_account=s.train_service_account,
-                cpu=s.train_cpu,
-                memory=s.train_memory,
-                pvc_claim=s.pvc_name,
-                pvc_mount_path=s.pvc_mount_path,
-                storage_secret=s.storage_secret,
-                node_selector=dict(s.node_selector),
-                tolerations=list(s.tolerations),
+                experiment=experiment,
+                overrides=overrides,
+            )
+            train = train_model(
+                shards=shard.outputs["shards"],
+                run_id=run_id,
+                launch=launch,
+                model_name=model_name,
+                init_checkpoint=init_checkpoint,
+                registry_uri=registry_uri,
+                max_steps=max_steps,
                 storage_root=storage_root,
             ).set_display_name("train (launcher)")
             # A cache hit would skip training entirely; the job itself is idempotent per run.

@@ -1,32 +1,52 @@
 """``sam2kf`` command line: one subcommand per pipeline step plus cluster helpers.
 
 Each subcommand lives in its own module under :mod:`sam2_core.commands` and exposes
-``add_parser(subparsers)``; modules are imported lazily so ``sam2kf --help`` stays fast.
+``add_arguments(parser)`` and ``run(args)``; those modules import their heavy dependencies
+inside ``run``, so ``sam2kf --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from sam2_core import __version__
+from sam2_core.commands import (
+    compile as compile_command,
+)
+from sam2_core.commands import (
+    demo_data,
+    evaluate,
+    export,
+    extract,
+    promote,
+    retrain,
+    schedule,
+    shard,
+    submit,
+    train,
+)
+from sam2_core.commands import (
+    run as run_command,
+)
 
 #: (subcommand, module under sam2_core.commands, one-line help)
-COMMANDS: list[tuple[str, str, str]] = [
-    ("extract", "extract", "decode SA-V videos into JPEG frame folders (every Nth frame)"),
-    ("shard", "shard", "pack frames and masks into Parquet shards on any fsspec URL"),
-    ("train", "train", "fine-tune SAM 2.1 (Hydra overrides, torchrun-aware)"),
-    ("evaluate", "evaluate", "semi-supervised VOS inference and J&F, with an HTML report"),
-    ("promote", "promote", "champion/challenger promotion in the model registry"),
-    ("export", "export", "write a model in Meta's official {'model': state_dict} format"),
-    ("demo-data", "demo_data", "write the built-in SA-V-format demo dataset"),
-    ("run", "run", "run the whole fine-tuning pipeline (locally with --local)"),
-    ("compile", "compile", "compile the pipeline to KFP YAML (or Pipeline CRs)"),
-    ("submit", "submit", "start a pipeline run on a KFP installation"),
-    ("schedule", "schedule", "create a recurring KFP run for scheduled retraining"),
+COMMANDS: list[tuple[str, ModuleType, str]] = [
+    ("extract", extract, "decode SA-V videos into JPEG frame folders (every Nth frame)"),
+    ("shard", shard, "pack frames and masks into Parquet shards on any fsspec URL"),
+    ("train", train, "fine-tune SAM 2.1 (Hydra overrides, torchrun-aware)"),
+    ("evaluate", evaluate, "semi-supervised VOS inference and J&F, with an HTML report"),
+    ("promote", promote, "champion/challenger promotion in the model registry"),
+    ("export", export, "write a model in Meta's official {'model': state_dict} format"),
+    ("demo-data", demo_data, "write the built-in SA-V-format demo dataset"),
+    ("run", run_command, "run the whole fine-tuning pipeline (locally with --local)"),
+    ("compile", compile_command, "compile the pipeline to KFP YAML (or Pipeline CRs)"),
+    ("submit", submit, "start a pipeline run on a KFP installation"),
+    ("schedule", schedule, "create a recurring KFP run for scheduled retraining"),
+    ("retrain", retrain, "scheduled retraining without KFP (the manifests' CronJob runs it)"),
 ]
 
 
@@ -39,10 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module, help_text in COMMANDS:
-        mod = importlib.import_module(f"sam2_core.commands.{module}")
         p = sub.add_parser(name, help=help_text, description=help_text)
-        mod.add_arguments(p)
-        p.set_defaults(_module=mod)
+        module.add_arguments(p)
+        p.set_defaults(command_module=module)
     return parser
 
 
@@ -56,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    rc = args._module.run(args)
+    rc = args.command_module.run(args)
     return int(rc or 0)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sam2_core.commands._kfp_args import add_cluster_arguments, settings_from
+from sam2_core.commands.kfp_options import add_cluster_arguments, settings_from
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sam2_core.commands._kfp_args import (
-    add_cluster_arguments,
-    add_run_arguments,
-    run_parameters,
-    settings_from,
-)
-from sam2_core.commands.submit import add_kfp_connection
+from sam2_core.commands.kfp_options import add_run_options, connect
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,36 +20,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         '  sam2kf schedule --host http://localhost:8080 --cron "0 0 3 * * 0" \\\n'
         "      --raw-uri gs://b/sav/raw --registry-uri gs://b/sam2/registry"
     )
-    add_kfp_connection(parser)
     parser.add_argument(
         "--cron", required=True, help='6-field cron, seconds first, e.g. "0 0 3 * * 0"'
     )
     parser.add_argument(
         "--job-name", default="sam2-finetune-scheduled", help="name of the recurring run"
     )
-    add_run_arguments(parser)
-    add_cluster_arguments(parser)
+    add_run_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.client import check_cron, make_client, schedule
+    from pipelines.client import check_cron, schedule
 
     cron = check_cron(args.cron)  # fail before connecting
-    # Check the arguments before connecting, so typos fail fast and offline.
-    arguments, settings = run_parameters(args), settings_from(args)
-    client = make_client(
-        args.host, namespace=args.namespace, token=args.token, verify_ssl=not args.insecure
-    )
-    rec_id = schedule(
-        client,
-        cron=cron,
-        arguments=arguments,
-        settings=settings,
-        experiment=args.experiment,
-        job_name=args.job_name,
-        namespace=args.namespace,
-        service_account=args.service_account,
-        pipeline_root=args.pipeline_root,
-    )
+    client, arguments, common = connect(args)
+    rec_id = schedule(client, cron=cron, arguments=arguments, job_name=args.job_name, **common)
     print(f"created recurring run {rec_id} ({cron}, max concurrency 1, no catch-up)")
     return 0

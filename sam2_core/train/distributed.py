@@ -49,7 +49,7 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={raw!r} is not an integer") from e
 
 
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+def training_device(device: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``."""
     if device not in DEVICE_CHOICES:
         raise ValueError(f"trainer.device={device!r}; allowed values: {', '.join(DEVICE_CHOICES)}")
@@ -72,7 +72,7 @@ def init_distributed(
     world_size = _env_int("WORLD_SIZE", 1)
     if not 0 <= rank < world_size:
         raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world_size}")
-    dev = resolve_device(device, local_rank)
+    dev = training_device(device, local_rank)
     backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
     if not dist.is_initialized():
         timeout = datetime.timedelta(minutes=timeout_min)

@@ -1,10 +1,14 @@
 """A loopback HTTP stand-in for the Kubernetes API server (just what the launcher calls).
 
 Serves the real REST paths the ``kubernetes`` client uses:
-``/apis/kubeflow.org/v1/namespaces/{ns}/pytorchjobs[/{name}]`` (POST, GET, DELETE) and
-``/api/v1/namespaces/{ns}/pods`` (list with labelSelector), ``.../pods/{pod}/log``.
+``/apis/kubeflow.org/v1/namespaces/{ns}/pytorchjobs[/{name}]`` and
+``/apis/trainer.kubeflow.org/v1alpha1/namespaces/{ns}/trainjobs[/{name}]`` (POST, GET,
+DELETE), the discovery documents ``/apis/{group}/{version}`` of the kinds in ``served``,
+``/api/v1/namespaces/{ns}/pods`` (list with labelSelector) and ``.../pods/{pod}/log``.
 Each GET of a job advances it one step along ``script`` (a list of condition types), so
-tests describe a job's life as e.g. ``["Created", "Running", "Succeeded"]``.
+tests describe a job's life as e.g. ``["Created", "Running", "Succeeded"]`` (a TrainJob reports
+``Complete`` where the script says ``Succeeded``, as Trainer v2 does). A TrainJob that names a
+runtime missing from ``runtimes`` is refused like Trainer v2's admission webhook refuses it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-JOB_PATH = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([^/]+)/pytorchjobs(?:/([^/]+))?$")
+JOB_PATH = re.compile(
+    r"^/apis/(kubeflow\.org/v1|trainer\.kubeflow\.org/v1alpha1)/namespaces/([^/]+)/"
+    r"(pytorchjobs|trainjobs)(?:/([^/]+))?$"
+)
+DISCOVERY_PATH = re.compile(r"^/apis/([^/]+)/([^/]+)/?$")
+GROUP_VERSION = {"pytorchjobs": "kubeflow.org/v1", "trainjobs": "trainer.kubeflow.org/v1alpha1"}
 PODS_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
 LOG_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
 
@@ -38,6 +47,10 @@ class ApiState:
     creates: int = 0
     deletes: int = 0
     steps: dict[str, int] = field(default_factory=dict)
+    #: job resources the "cluster" has CRDs for
+    served: set[str] = field(default_factory=lambda: {"pytorchjobs", "trainjobs"})
+    #: Trainer v2 runtimes that exist (a TrainJob naming another one is refused)
+    runtimes: set[str] = field(default_factory=lambda: {"sam2kf-torch", "torch-distributed"})
 
 
 def _condition(kind: str, reason: str) -> dict[str, Any]:
@@ -87,8 +100,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
-        if m := JOB_PATH.match(url.path):
-            self._job(method, m.group(1), m.group(2), body)
+        if (m := JOB_PATH.match(url.path)) and m.group(3) in st.served:
+            self._job(method, m.group(2), m.group(4), body, m.group(3))
+        elif (m := DISCOVERY_PATH.match(url.path)) and method == "GET":
+            self._discovery(f"{m.group(1)}/{m.group(2)}")
         elif (m := PODS_PATH.match(url.path)) and method == "GET":
             self._pods(m.group(1), parse_qs(url.query).get("labelSelector", [""])[0])
         elif (m := LOG_PATH.match(url.path)) and method == "GET":
@@ -99,15 +114,39 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._status(404, "NotFound", f"no route {method} {url.path}")
 
-    def _job(self, method: str, ns: str, name: str | None, body: Any) -> None:
+    def _discovery(self, group_version: str) -> None:
+        served = [p for p in self.server.state.served if GROUP_VERSION[p] == group_version]
+        if not served:
+            self._status(404, "NotFound", "the server could not find the requested resource")
+            return
+        resources = [
+            {"name": p, "singularName": "", "namespaced": True, "kind": "", "verbs": ["create"]}
+            for p in served
+        ]
+        self._send(
+            200,
+            {"kind": "APIResourceList", "groupVersion": group_version, "resources": resources},
+        )
+
+    def _job(self, method: str, ns: str, name: str | None, body: Any, plural: str) -> None:
         st = self.server.state
+        resource = f"{plural}.{GROUP_VERSION[plural].split('/')[0]}"
         with self.server.lock:
             if method == "POST":
                 name = body["metadata"]["name"]
-                if name in st.jobs:
+                runtime = (body.get("spec") or {}).get("runtimeRef", {}).get("name")
+                if plural == "trainjobs" and runtime not in st.runtimes:
+                    kind = body["spec"]["runtimeRef"].get("kind", "ClusterTrainingRuntime")
                     self._status(
-                        409, "AlreadyExists", f'pytorchjobs.kubeflow.org "{name}" already exists'
+                        422,
+                        "Invalid",
+                        f'admission webhook "validator.trainjob.trainer.kubeflow.org" denied the '
+                        f"request: spec.runtimeRef: Not found: {kind}.trainer.kubeflow.org "
+                        f"{runtime!r} not found",
                     )
+                    return
+                if name in st.jobs:
+                    self._status(409, "AlreadyExists", f'{resource} "{name}" already exists')
                     return
                 st.creates += 1
                 if st.next_script is not None:
@@ -119,11 +158,13 @@ class _Handler(BaseHTTPRequestHandler):
             elif method == "GET" and name:
                 job = st.jobs.get(name)
                 if job is None:
-                    self._status(404, "NotFound", f'pytorchjobs.kubeflow.org "{name}" not found')
+                    self._status(404, "NotFound", f'{resource} "{name}" not found')
                     return
                 i = min(st.steps[name], len(st.script) - 1)
                 st.steps[name] += 1
                 kind = st.script[i]
+                if plural == "trainjobs" and kind == "Succeeded":
+                    kind = "Complete"
                 reason = st.fail_reason if kind == "Failed" else f"PyTorchJob{kind}"
                 conds = [
                     _condition(k, f"PyTorchJob{k}")
@@ -134,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, job)
             elif method == "DELETE" and name:
                 if st.jobs.pop(name, None) is None:
-                    self._status(404, "NotFound", f'pytorchjobs.kubeflow.org "{name}" not found')
+                    self._status(404, "NotFound", f'{resource} "{name}" not found')
                     return
                 st.deletes += 1
                 self._send(200, {"kind": "Status", "status": "Success"})
@@ -143,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _pods(self, ns: str, selector: str) -> None:
         st = self.server.state
-        m = re.search(r"job-name=([^,]+)", selector)
+        m = re.search(r"(?:job-name|jobset-name)=([^,]+)", selector)
         job = m.group(1) if m else ""
         items = []
         if job in st.jobs:

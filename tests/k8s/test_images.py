@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sam2_core import __version__, image_ref
-from sam2_core.k8s.pytorchjob import RUN_AS_USER
+from sam2_core.launch.pods import RUN_AS_USER
 
 from .k8s_helpers import REPO
 

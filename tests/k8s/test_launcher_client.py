@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from sam2_core.k8s.launcher import (
-    RUN_ID_ANNOTATION,
+from sam2_core.launch.launcher import (
     JobCancelled,
     JobFailed,
+    JobLauncher,
     JobTimeout,
     LaunchError,
-    PyTorchJobLauncher,
     RBACError,
     current_state,
 )
+from sam2_core.launch.spec import RUN_ID_ANNOTATION
 
 from .launcher_stub import ApiState, FakeApiServer
 
@@ -36,10 +36,10 @@ def _manifest(name: str = "sam2-train-run1-abcdef12", run_id: str = "run1") -> d
     }
 
 
-def _launcher(api: FakeApiServer, out: io.StringIO, **kw: Any) -> PyTorchJobLauncher:
+def _launcher(api: FakeApiServer, out: io.StringIO, **kw: Any) -> JobLauncher:
     kw.setdefault("poll_interval_s", 0.02)
     kw.setdefault("timeout_s", 10.0)
-    return PyTorchJobLauncher(api_client=api.api_client(), namespace=NS, out=out, **kw)
+    return JobLauncher(api_client=api.api_client(), namespace=NS, out=out, **kw)
 
 
 def test_create_watch_succeeded_streams_master_log() -> None:

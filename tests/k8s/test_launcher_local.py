@@ -1,4 +1,4 @@
-"""LocalBackend: the PyTorchJob command under real torchrun processes, same env contract."""
+"""The local engine: the PyTorchJob command under real torchrun processes, same env contract."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sam2_core.k8s.launcher import JobFailed, LocalBackend, TrainRequest, torchrun_argv
+from sam2_core.launch.launcher import JobFailed
+from sam2_core.launch.local import LocalEngine, torchrun_argv
+from sam2_core.launch.spec import JobRun, LaunchSpec
 
 SCRIPT = """
 import os, sys
@@ -27,7 +29,9 @@ if os.environ.get("FAIL_RANK") == os.environ["RANK"]:
 
 
 def test_torchrun_argv_matches_the_pytorchjob_command() -> None:
-    argv = torchrun_argv(nproc_per_node=2, train_args=["model=tiny", "trainer.max_steps=2"])
+    argv = torchrun_argv(
+        LaunchSpec(nproc_per_node=2), JobRun(train_args=["model=tiny", "trainer.max_steps=2"])
+    )
     assert argv[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--nproc-per-node=2" in argv and "--no-python" in argv
     assert argv[-3:] == ["train", "model=tiny", "trainer.max_steps=2"]
@@ -37,15 +41,10 @@ def test_two_local_nodes_rendezvous_with_the_operator_env(tmp_path: Path) -> Non
     script = tmp_path / "probe.py"
     script.write_text(SCRIPT)
     out = io.StringIO()
-    req = TrainRequest(
-        run_id="r",
-        train_args=[],
-        num_nodes=2,
-        nproc_per_node=1,
-        env={"DATA_BUCKET": "gs://b"},
-        timeout_s=120,
+    spec = LaunchSpec(
+        engine="local", num_nodes=2, env={"DATA_BUCKET": "gs://b"}, timeout_hours=120 / 3600
     )
-    res = LocalBackend(out=out).run(req, program=[sys.executable, str(script)])
+    res = LocalEngine(out=out).run(spec, JobRun(), program=[sys.executable, str(script)])
     text = out.getvalue()
     assert res.state == "Succeeded", text
     # Two "pods" of one process each: world 2, both saw the all-reduce of 1 + 2.
@@ -57,8 +56,6 @@ def test_two_local_nodes_rendezvous_with_the_operator_env(tmp_path: Path) -> Non
 def test_local_failure_carries_the_last_lines(tmp_path: Path) -> None:
     script = tmp_path / "probe.py"
     script.write_text(SCRIPT)
-    req = TrainRequest(
-        run_id="r", train_args=[], nproc_per_node=1, env={"FAIL_RANK": "0"}, timeout_s=120
-    )
+    spec = LaunchSpec(engine="local", env={"FAIL_RANK": "0"}, timeout_hours=120 / 3600)
     with pytest.raises(JobFailed, match="simulated failure"):
-        LocalBackend(out=io.StringIO()).run(req, program=[sys.executable, str(script)])
+        LocalEngine(out=io.StringIO()).run(spec, JobRun(), program=[sys.executable, str(script)])

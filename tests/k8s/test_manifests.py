@@ -12,10 +12,23 @@ import pytest
 import yaml
 
 from sam2_core import image_ref
-from sam2_core.k8s import retrain
-from sam2_core.k8s.pytorchjob import image_is_pinned, render_pytorchjob
-from sam2_core.k8s.render_manifests import CONFIGMAP_NAME, OVERLAYS, rendered_files
-from sam2_core.k8s.validate import check_restricted_pod, pod_specs_of, validate_pytorchjob
+from sam2_core.cli import main as sam2kf
+from sam2_core.commands import retrain
+from sam2_core.launch.pytorchjob import render_pytorchjob
+from sam2_core.launch.render_manifests import (
+    CONFIGMAP_NAME,
+    OVERLAYS,
+    TRAINER_ROLE_RULES,
+    rendered_files,
+    trainer_overlay_name,
+)
+from sam2_core.launch.spec import image_is_pinned, job_name_for_run
+from sam2_core.launch.validate import (
+    check_restricted_pod,
+    pod_specs_of,
+    validate_pytorchjob,
+    validate_trainer_object,
+)
 
 from .k8s_helpers import K8S_VERSION, MANIFESTS, OVERLAY_NAMES, by_kind, crd_path, kustomize
 
@@ -52,8 +65,10 @@ def _objs(overlay: str) -> list[dict[str, Any]]:
 def test_generated_files_are_up_to_date() -> None:
     """pytorchjob.yaml / train-config.yaml are exactly what render_manifests produces."""
     for path, text in rendered_files(MANIFESTS).items():
-        assert path.exists(), f"{path} missing: python -m sam2_core.k8s.render_manifests"
-        assert path.read_text() == text, f"{path} stale: python -m sam2_core.k8s.render_manifests"
+        assert path.exists(), f"{path} missing: python -m sam2_core.launch.render_manifests"
+        assert path.read_text() == text, (
+            f"{path} stale: python -m sam2_core.launch.render_manifests"
+        )
 
 
 def test_overlay_has_every_kind_in_its_namespace(overlay: str) -> None:
@@ -89,7 +104,7 @@ def test_strict_validation_catches_a_typo() -> None:
 
 def test_pytorchjob_matches_renderer_and_crd(overlay: str, shared: Path) -> None:
     (job,) = by_kind(_objs(overlay), "PyTorchJob")
-    assert job == render_pytorchjob(OVERLAYS[overlay].spec())
+    assert job == render_pytorchjob(OVERLAYS[overlay].spec(), OVERLAYS[overlay].one_off_run())
     assert validate_pytorchjob(job, crd_path(shared)) == []
 
 
@@ -162,8 +177,8 @@ def test_cronjob_schedule_policy(overlay: str) -> None:
 
 
 def test_overlay_sizes() -> None:
-    dev = render_pytorchjob(OVERLAYS["dev"].spec())
-    prod = render_pytorchjob(OVERLAYS["prod"].spec())
+    dev = render_pytorchjob(OVERLAYS["dev"].spec(), OVERLAYS["dev"].one_off_run())
+    prod = render_pytorchjob(OVERLAYS["prod"].spec(), OVERLAYS["prod"].one_off_run())
     assert list(dev["spec"]["pytorchReplicaSpecs"]) == ["Master"]
     dev_c = dev["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in dev_c["resources"]["limits"]
@@ -206,9 +221,9 @@ def test_cronjob_run_renders_a_valid_job(
     assert plan["mode"] == "pytorchjob"
     job = plan["job"]
     assert validate_pytorchjob(job, crd_path(shared)) == []
-    assert job["metadata"]["name"] == retrain.job_name_for_run("sam2kf-retrain-29371200")
+    assert job["metadata"]["name"] == job_name_for_run("sam2kf-retrain-29371200")
     assert plan["shards"] == "/data/work/sam2kf-retrain-29371200/shards"
-    one_off = render_pytorchjob(OVERLAYS[overlay].spec())
+    one_off = render_pytorchjob(OVERLAYS[overlay].spec(), OVERLAYS[overlay].one_off_run())
 
     def normalise(j: dict[str, Any]) -> dict[str, Any]:
         j = copy.deepcopy(j)
@@ -250,9 +265,8 @@ def test_cronjob_kfp_mode(tmp_path: Path) -> None:
 
 def test_cron_cli_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _write_configmap("dev", tmp_path)
-    assert (
-        retrain.main(["cron", "--config-dir", str(cfg), "--run-id", "manual-1", "--dry-run"]) == 0
-    )
+    argv = ["retrain", "cron", "--config-dir", str(cfg), "--run-id", "manual-1", "--dry-run"]
+    assert sam2kf(argv) == 0
     plan = yaml.safe_load(capsys.readouterr().out)
     assert plan["job"]["kind"] == "PyTorchJob"
     assert plan["output_dir"] == "/data/runs/manual-1"
@@ -260,10 +274,10 @@ def test_cron_cli_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 def test_bad_configmap_is_reported_with_its_file(tmp_path: Path) -> None:
     cfg = _write_configmap("dev", tmp_path)
-    data = json.loads((cfg / "job.json").read_text())
+    data = json.loads((cfg / "launch.json").read_text())
     data["gpu_per_node"] = 1
-    (cfg / "job.json").write_text(json.dumps(data))
-    with pytest.raises(SystemExit, match=r"job\.json.*gpu_per_node"):
+    (cfg / "launch.json").write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match=r"launch\.json.*gpu_per_node"):
         retrain.cron_plan(cfg, "r1")
 
 
@@ -291,6 +305,10 @@ def test_cronjob_run_end_to_end_against_a_loopback_api(
         dst=str(tmp_path / "raw"), num_videos=2, num_frames=12, sizes=((64, 96),) * 2
     )
 
+    # What the training pods would leave behind (the stub runs no pods).
+    final = tmp_path / "runs" / "sam2kf-retrain-1" / "model_final.pt"
+    final.parent.mkdir(parents=True)
+    final.write_bytes(b"")
     state = ApiState(script=["Created", "Running", "Succeeded"])
     with FakeApiServer(state) as api:
         assert retrain.run_cron(cfg, "sam2kf-retrain-1", api_client=api.api_client()) == 0
@@ -298,10 +316,73 @@ def test_cronjob_run_end_to_end_against_a_loopback_api(
     assert (tmp_path / "work" / "sam2kf-retrain-1" / "shards" / "manifest.json").exists()
     assert state.creates == 1
     (name,) = state.jobs
-    assert name == retrain.job_name_for_run("sam2kf-retrain-1")
+    assert name == job_name_for_run("sam2kf-retrain-1")
     job = state.jobs[name]
     assert job["metadata"]["namespace"] == "sam2kf-dev"
     command = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][
         "command"
     ]
     assert f"data.shards={tmp_path}/work/sam2kf-retrain-1/shards" in command
+
+
+# ------------------------------------------------------------------ Kubeflow Trainer v2 variant
+def _trainer_objs(overlay: str) -> list[dict[str, Any]]:
+    return kustomize(MANIFESTS / "overlays" / trainer_overlay_name(overlay))
+
+
+def test_trainer_overlay_swaps_the_pytorchjob_for_a_runtime_and_trainjob(
+    overlay: str, shared: Path
+) -> None:
+    import kubernetes_validate
+
+    objs = _trainer_objs(overlay)
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == sorted([*CORE_KINDS, "ServiceAccount", "TrainingRuntime", "TrainJob"])
+    ns = OVERLAYS[overlay].namespace
+    for o in objs:
+        if o["kind"] != "Namespace":
+            assert o["metadata"]["namespace"] == ns, o["metadata"]["name"]
+        if o["kind"] in CORE_KINDS:
+            kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+    (runtime,) = by_kind(objs, "TrainingRuntime")
+    (job,) = by_kind(objs, "TrainJob")
+    for obj in (runtime, job):
+        assert validate_trainer_object(obj, shared / "k8s-schemas") == [], obj["kind"]
+    assert job["spec"]["runtimeRef"]["name"] == runtime["metadata"]["name"] == "sam2kf-torch"
+    assert job["spec"]["suspend"] is True  # resumed once the data Job is done
+    pods = [p for o in objs for p in pod_specs_of(o)]
+    assert len(pods) >= 3  # data Job, CronJob, the runtime's node pods
+    for where, pod in pods:
+        assert check_restricted_pod(pod) == [], where
+    (role,) = by_kind(objs, "Role")
+    assert role["rules"] == TRAINER_ROLE_RULES
+    (cm,) = by_kind(objs, "ConfigMap")
+    assert json.loads(cm["data"]["launch.json"])["engine"] == "trainjob"
+    assert "retrain.json" in cm["data"]
+
+
+def test_cronjob_run_on_trainer_renders_a_valid_trainjob(
+    overlay: str, tmp_path: Path, shared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", OVERLAYS[overlay].namespace)
+    (cm,) = by_kind(_trainer_objs(overlay), "ConfigMap")
+    for key, value in cm["data"].items():
+        (tmp_path / key).write_text(value)
+    plan = retrain.cron_plan(tmp_path, "sam2kf-retrain-7")
+    assert plan["mode"] == "trainjob"
+    job = plan["job"]
+    assert job["kind"] == "TrainJob" and job["metadata"]["namespace"] == OVERLAYS[overlay].namespace
+    assert validate_trainer_object(job, shared / "k8s-schemas") == []
+    assert job["metadata"]["name"] == job_name_for_run("sam2kf-retrain-7")
+
+
+def test_data_job_program_writes_shards_and_keeps_them(tmp_path: Path) -> None:
+    """The base data Job's command (`sam2kf retrain data --demo-if-empty`), run twice."""
+    raw, frames, shards = (str(tmp_path / n) for n in ("raw", "frames", "shards"))
+    argv = ["retrain", "data", "--raw", raw, "--frames", frames, "--shards", shards]
+    argv += ["--demo-if-empty"]
+    assert sam2kf(argv) == 0
+    manifest = tmp_path / "shards" / "manifest.json"
+    first = manifest.read_bytes()
+    assert sam2kf(argv) == 0  # a re-run keeps the finished shard set
+    assert manifest.read_bytes() == first

@@ -12,17 +12,15 @@ import pytest
 import yaml
 
 from sam2_core import image_ref
-from sam2_core.k8s.pytorchjob import (
-    PyTorchJobSpec,
+from sam2_core.launch.pytorchjob import render_pytorchjob, replica_counts
+from sam2_core.launch.spec import (
+    JobRun,
+    LaunchSpec,
     job_name_for_run,
-    render_pytorchjob,
-    replica_counts,
-    spec_from_dict,
-    spec_to_dict,
     split_overrides,
-    torchrun_command,
+    train_command,
 )
-from sam2_core.k8s.validate import check_restricted_pod, pod_specs_of, validate_pytorchjob
+from sam2_core.launch.validate import check_restricted_pod, pod_specs_of, validate_pytorchjob
 
 from .k8s_helpers import crd_path
 
@@ -30,61 +28,74 @@ GOLDEN = Path(__file__).parent / "golden"
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
-def _specs() -> dict[str, PyTorchJobSpec]:
-    """The specs whose renderings are committed under tests/k8s/golden/."""
+def _specs() -> dict[str, tuple[LaunchSpec, JobRun]]:
+    """The (spec, run) pairs whose renderings are committed under tests/k8s/golden/."""
     return {
-        "cpu_single": PyTorchJobSpec(
-            name="sam2-train-smoke",
-            namespace="ml",
-            image=image_ref(flavour="data"),
-            train_args=["model=tiny", "experiment=smoke", "trainer.max_steps=2"],
-            nproc_per_node=2,
-            cpu="2",
-            memory="4Gi",
-            shm_size="1Gi",
+        "cpu_single": (
+            LaunchSpec(
+                namespace="ml",
+                image=image_ref(flavour="data"),
+                nproc_per_node=2,
+                cpu="2",
+                memory="4Gi",
+                shm_size="1Gi",
+                timeout_hours=0,
+            ),
+            JobRun(
+                name="sam2-train-smoke",
+                train_args=["model=tiny", "experiment=smoke", "trainer.max_steps=2"],
+            ),
         ),
-        "gpu_multinode": PyTorchJobSpec(
-            name=job_name_for_run("kfp-run-7f3a9c"),
-            namespace="kubeflow-user",
-            image=image_ref(flavour="train"),
-            train_args=[
-                "model=sam2.1_hiera_b+",
-                "data.shards=gs://bucket/datasets/sav/v3",
-                "trainer.output_dir=gs://bucket/runs/kfp-run-7f3a9c",
-            ],
-            num_nodes=4,
-            nproc_per_node=8,
-            gpus_per_node=8,
-            cpu="96",
-            memory="900Gi",
-            shm_size="128Gi",
-            env={"NCCL_DEBUG": "WARN"},
-            secret_env={"AWS_SECRET_ACCESS_KEY": ("mlpipeline-minio-artifact", "secretkey")},
-            env_from_secrets=["gcs-credentials"],
-            pvc_claim="sam2kf-data",
-            node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
-            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-            active_deadline_seconds=86400,
-            labels={"pipelines.kubeflow.org/run-id": "7f3a9c"},
+        "gpu_multinode": (
+            LaunchSpec(
+                namespace="kubeflow-user",
+                image=image_ref(flavour="train"),
+                num_nodes=4,
+                nproc_per_node=8,
+                gpus_per_process=1,
+                cpu="96",
+                memory="900Gi",
+                shm_size="128Gi",
+                env={"NCCL_DEBUG": "WARN"},
+                secret_env={"AWS_SECRET_ACCESS_KEY": ("mlpipeline-minio-artifact", "secretkey")},
+                env_from_secrets=["gcs-credentials"],
+                pvc_claim="sam2kf-data",
+                node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+                tolerations=[
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                ],
+                timeout_hours=24,
+                labels={"pipelines.kubeflow.org/run-id": "7f3a9c"},
+            ),
+            JobRun(
+                name=job_name_for_run("kfp-run-7f3a9c"),
+                train_args=[
+                    "model=sam2.1_hiera_b+",
+                    "data.shards=gs://bucket/datasets/sav/v3",
+                    "trainer.output_dir=gs://bucket/runs/kfp-run-7f3a9c",
+                ],
+            ),
         ),
-        "elastic": PyTorchJobSpec(
-            name="sam2-train-elastic",
-            namespace="ml",
-            image=image_ref(flavour="train"),
-            train_args=["model=sam2.1_hiera_s"],
-            num_nodes=2,
-            nproc_per_node=4,
-            gpus_per_node=4,
-            elastic_min_nodes=2,
-            elastic_max_nodes=4,
-            clean_pod_policy="All",
+        "elastic": (
+            LaunchSpec(
+                namespace="ml",
+                image=image_ref(flavour="train"),
+                num_nodes=2,
+                nproc_per_node=4,
+                gpus_per_process=1,
+                elastic_min_nodes=2,
+                elastic_max_nodes=4,
+                clean_pod_policy="All",
+                timeout_hours=0,
+            ),
+            JobRun(name="sam2-train-elastic", train_args=["model=sam2.1_hiera_s"]),
         ),
     }
 
 
 @pytest.mark.parametrize("case", sorted(_specs()))
 def test_golden_rendering(case: str) -> None:
-    rendered = yaml.safe_dump(render_pytorchjob(_specs()[case]), sort_keys=False)
+    rendered = yaml.safe_dump(render_pytorchjob(*_specs()[case]), sort_keys=False)
     path = GOLDEN / f"pytorchjob_{case}.yaml"
     if os.environ.get("SAM2KF_UPDATE_GOLDEN"):
         path.parent.mkdir(exist_ok=True)
@@ -95,15 +106,15 @@ def test_golden_rendering(case: str) -> None:
 
 @pytest.mark.parametrize("case", sorted(_specs()))
 def test_rendered_job_passes_crd_and_webhook_rules(case: str, shared: Path) -> None:
-    job = render_pytorchjob(_specs()[case])
+    job = render_pytorchjob(*_specs()[case])
     assert validate_pytorchjob(job, crd_path(shared), strict=True) == []
     for where, pod in pod_specs_of(job):
         assert check_restricted_pod(pod) == [], where
 
 
 def test_replicas_container_resources_and_volumes() -> None:
-    spec = _specs()["gpu_multinode"]
-    job = render_pytorchjob(spec)
+    spec, run = _specs()["gpu_multinode"]
+    job = render_pytorchjob(spec, run)
     assert replica_counts(job) == {"Master": 1, "Worker": 3}
     assert job["spec"]["nprocPerNode"] == "8"
     assert job["spec"]["runPolicy"] == {
@@ -117,7 +128,7 @@ def test_replicas_container_resources_and_volumes() -> None:
         (c,) = pod["containers"]
         assert c["name"] == "pytorch" and c["image"] == image_ref(flavour="train")
         assert c["command"][:4] == ["torchrun", "--nproc-per-node=8", "--no-python", "sam2kf"]
-        assert c["command"][4:] == ["train", *spec.train_args]
+        assert c["command"][4:] == ["train", *run.train_args]
         assert c["resources"]["limits"]["nvidia.com/gpu"] == "8"
         assert pod["serviceAccountName"] == "sam2kf-trainer"
         assert pod["automountServiceAccountToken"] is False
@@ -140,7 +151,7 @@ def test_replicas_container_resources_and_volumes() -> None:
 
 
 def test_single_node_has_no_worker_and_cpu_has_no_gpu() -> None:
-    job = render_pytorchjob(_specs()["cpu_single"])
+    job = render_pytorchjob(*_specs()["cpu_single"])
     assert replica_counts(job) == {"Master": 1}
     c = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in c["resources"]["limits"]
@@ -148,7 +159,7 @@ def test_single_node_has_no_worker_and_cpu_has_no_gpu() -> None:
 
 
 def test_elastic_policy() -> None:
-    job = render_pytorchjob(_specs()["elastic"])
+    job = render_pytorchjob(*_specs()["elastic"])
     assert job["spec"]["elasticPolicy"] == {
         "minReplicas": 2,
         "maxReplicas": 4,
@@ -175,7 +186,7 @@ def test_torchrun_accepts_the_command_and_reads_operator_env(
         "PET_MASTER_PORT": "23456",
     }.items():
         monkeypatch.setenv(key, value)
-    cmd = torchrun_command(_specs()["gpu_multinode"])
+    cmd = train_command(*_specs()["gpu_multinode"])
     args = get_args_parser().parse_args(cmd[1:])
     assert args.nproc_per_node == "8" and args.no_python
     assert (args.nnodes, args.node_rank, args.master_addr, args.master_port) == (
@@ -217,12 +228,14 @@ def test_job_name_for_run_is_stable_dns1035_and_short() -> None:
 
 
 def test_render_rejects_bad_settings() -> None:
-    good = _specs()["cpu_single"]
+    good, run = _specs()["cpu_single"]
+    with pytest.raises(ValueError, match="DNS-1035"):
+        render_pytorchjob(good, JobRun(name="Bad_Name"))
     for change, match in [
-        ({"name": "Bad_Name"}, "DNS-1035"),
         ({"image": "ghcr.io/x/y:latest"}, "pinned"),
         ({"image": "ghcr.io/x/y"}, "pinned"),
-        ({"gpus_per_node": 2, "nproc_per_node": 4}, "exceeds"),
+        ({"gpus_per_process": -1}, "gpus_per_process"),
+        ({"engine": "slurm"}, "engine"),
         ({"elastic_min_nodes": 1, "elastic_max_nodes": 3}, "num_nodes >= 2"),
         ({"num_nodes": 3, "elastic_min_nodes": 4, "elastic_max_nodes": 5}, "elastic"),
     ]:
@@ -230,20 +243,34 @@ def test_render_rejects_bad_settings() -> None:
         for k, v in change.items():
             setattr(bad, k, v)
         with pytest.raises(ValueError, match=match):
-            render_pytorchjob(bad)
+            render_pytorchjob(bad, run)
     digest = copy.deepcopy(good)
     digest.image = "ghcr.io/x/y@sha256:" + "0" * 64
-    render_pytorchjob(digest)
+    render_pytorchjob(digest, run)
 
 
 def test_spec_dict_round_trip_and_unknown_keys() -> None:
-    spec = _specs()["gpu_multinode"]
-    data = spec_to_dict(spec, per_job=True)
-    assert spec_from_dict(yaml.safe_load(yaml.safe_dump(data))) == spec
-    shared_part = spec_to_dict(spec)
-    assert "name" not in shared_part and "train_args" not in shared_part
+    spec, _ = _specs()["gpu_multinode"]
+    data = spec.to_dict()
+    assert LaunchSpec.from_dict(yaml.safe_load(yaml.safe_dump(data))) == spec
     with pytest.raises(ValueError, match="gpu_per_node"):
-        spec_from_dict({**shared_part, "gpu_per_node": 1}, name="x", train_args=[])
+        LaunchSpec.from_dict({**data, "gpu_per_node": 1})
+
+
+def test_spec_from_kfp_strings() -> None:
+    """KFP hands run-time values inside the dict parameter over as strings and ints as floats."""
+    spec = LaunchSpec.from_dict(
+        {
+            "num_nodes": "3.0",
+            "timeout_hours": "1.5",
+            "overrides": "a=1 b=2",
+            "tolerations": [{"key": "k", "operator": "Exists", "tolerationSeconds": 30.0}],
+        }
+    )
+    assert (spec.num_nodes, spec.timeout_hours, spec.overrides) == (3, 1.5, ["a=1", "b=2"])
+    assert spec.tolerations[0]["tolerationSeconds"] == 30
+    with pytest.raises(ValueError, match="num_nodes"):
+        LaunchSpec.from_dict({"num_nodes": "2.5"})
 
 
 def test_split_overrides() -> None:
@@ -256,7 +283,7 @@ def test_split_overrides() -> None:
 
 
 def _job() -> dict[str, Any]:
-    return render_pytorchjob(_specs()["gpu_multinode"])
+    return render_pytorchjob(*_specs()["gpu_multinode"])
 
 
 def _master_pod(job: dict[str, Any]) -> dict[str, Any]:
@@ -410,15 +437,15 @@ def test_rendered_command_trains_under_the_operators_env(tmp_path: Path) -> None
     if not _train_available():
         pytest.skip("sam2kf train is not implemented in this checkout yet")
     out_dir = tmp_path / "run"
-    spec = copy.deepcopy(_specs()["cpu_single"])
+    spec, run = copy.deepcopy(_specs()["cpu_single"])
     spec.num_nodes, spec.nproc_per_node = 2, 1
-    spec.train_args = [
+    run.train_args = [
         "experiment=smoke",
         "trainer.max_steps=2",
         "trainer.device=cpu",
         f"trainer.output_dir={out_dir}",
     ]
-    job = render_pytorchjob(spec)
+    job = render_pytorchjob(spec, run)
     port = str(_free_port())
     bindir = str(Path(sys.executable).parent)
     procs = []

@@ -18,7 +18,7 @@ from sam2_core import image_ref
 
 from .k8s_helpers import REPO
 
-COMPONENT = REPO / "sam2_core" / "k8s" / "torchx_app.py"
+COMPONENT = REPO / "sam2_core" / "launch" / "torchx_app.py"
 TORCHX_PIN = "2026.10.26"
 
 
@@ -50,7 +50,7 @@ def test_installed_torchx_is_the_pinned_nightly() -> None:
 
 
 def test_appdef_shape() -> None:
-    from sam2_core.k8s.torchx_app import train
+    from sam2_core.launch.torchx_app import train
 
     app = train("model=tiny", "trainer.max_steps=2", j="2x8", gpu=8, cpu=96, memMB=900_000)
     (role,) = app.roles

@@ -30,7 +30,7 @@ GOLDEN_PARAMS = {
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
     settings = ClusterSettings(
-        pvc_name="sam2-data",
+        pvc_claim="sam2-data",
         node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"},
         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         eval_gpu_product="NVIDIA-L4",
@@ -43,7 +43,13 @@ def test_loads_back_with_kfp_and_protos(compiled: tuple[Path, list[dict[str, Any
     path, docs = compiled
     spec = check_ir(path)
     assert spec["pipelineInfo"]["name"] == "sam2-finetune"
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == GOLDEN_PARAMS
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == GOLDEN_PARAMS
+    # the run form explains every parameter, the engine choice included
+    assert all(p.get("description") for p in params.values())
+    assert params["launcher_backend"]["defaultValue"] == "auto"
+    for engine in ("auto", "trainjob", "pytorchjob", "local"):
+        assert engine in params["launcher_backend"]["description"]
     assert len(docs) == 2  # PipelineSpec + kfp-kubernetes PlatformSpec
 
 
@@ -116,7 +122,35 @@ def test_k8s_manifests_validate_against_kfp_crds(tmp_path: Path, shared: Path) -
 
 def test_compile_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "ui.yaml"
-    assert main(["compile", "-o", str(out), "--eval-gpus", "0", "--storage-secret", ""]) == 0
+    argv = ["compile", "-o", str(out), "--eval-gpus", "0", "--storage-secret", ""]
+    argv += ["--train-runtime", "torch-distributed"]
+    argv += ["--train-runtime-kind", "ClusterTrainingRuntime", "--train-cpu", "16"]
+    assert main(argv) == 0
     assert "Upload pipeline" in capsys.readouterr().out
     doc = next(yaml.safe_load_all(out.read_text()))
+    task = doc["components"]["comp-condition-1"]["dag"]["tasks"]["train-model"]
+    launch = task["inputs"]["parameters"]["launch"]["runtimeValue"]["constant"]
+    assert launch["runtime"] == "torch-distributed" and launch["cpu"] == "16"
+    assert launch["runtime_kind"] == "ClusterTrainingRuntime"
     assert "accelerator" not in str(doc["deploymentSpec"]["executors"]["exec-evaluate-champion"])
+
+
+def test_train_step_takes_one_launch_spec(compiled: tuple[Path, list[dict[str, Any]]]) -> None:
+    """The launch settings reach the train step as one structured parameter that the launch
+    spec reads back, run-time values as placeholders and cluster settings as constants."""
+    from sam2_core.launch.spec import LaunchSpec
+
+    _, docs = compiled
+    spec = docs[0]
+    inputs = spec["components"]["comp-train-model"]["inputDefinitions"]["parameters"]
+    assert inputs["launch"]["parameterType"] == "STRUCT"
+    assert "launch spec" in inputs["launch"]["description"]
+    task = spec["components"]["comp-condition-1"]["dag"]["tasks"]["train-model"]
+    launch = task["inputs"]["parameters"]["launch"]["runtimeValue"]["constant"]
+    assert "pipelinechannel--num_nodes" in launch["num_nodes"]
+    assert "pipelinechannel--launcher_backend" in launch["engine"]
+    fixed = {k: v for k, v in launch.items() if "pipelinechannel" not in str(v)}
+    parsed = LaunchSpec.from_dict(fixed)
+    assert parsed.pvc_claim == "sam2-data"
+    assert parsed.secret_env["AWS_ACCESS_KEY_ID"] == ("mlpipeline-minio-artifact", "accesskey")
+    assert parsed.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4"}

@@ -1,10 +1,56 @@
-"""Arguments shared by ``sam2kf compile|submit|schedule``: cluster settings and run parameters."""
+"""Arguments shared by ``sam2kf compile|submit|schedule``: connection, cluster settings and run
+parameters, and the one way submit and schedule turn them into a client and arguments."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from typing import Any
+
+from sam2_core.launch.spec import LaunchSpec
+
+_TRAIN = LaunchSpec()
+
+
+def add_kfp_connection(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("KFP connection")
+    g.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+    g.add_argument("--namespace", default=None, help="KFP profile namespace (multi-user installs)")
+    g.add_argument("--token", default=None, help="bearer token (e.g. `kubectl create token ...`)")
+    g.add_argument(
+        "--experiment", default="sam2-finetune", help="experiment name (created if missing)"
+    )
+    g.add_argument("--service-account", default=None, help="service account the run's pods use")
+    g.add_argument("--pipeline-root", default=None, help="artifact root, e.g. gs://bucket/kfp")
+    g.add_argument("--insecure", action="store_true", help="skip TLS verification")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Connection, run parameters and cluster settings (``submit`` and ``schedule``)."""
+    add_kfp_connection(parser)
+    add_run_arguments(parser)
+    add_cluster_arguments(parser)
+
+
+def connect(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(client, pipeline arguments, keyword arguments shared by submit and schedule).
+
+    The arguments are checked before connecting, so typos fail fast and offline.
+    """
+    from pipelines.client import make_client
+
+    arguments, settings = run_parameters(args), settings_from(args)
+    client = make_client(
+        args.host, namespace=args.namespace, token=args.token, verify_ssl=not args.insecure
+    )
+    common = {
+        "settings": settings,
+        "experiment": args.experiment,
+        "namespace": args.namespace,
+        "service_account": args.service_account,
+        "pipeline_root": args.pipeline_root,
+    }
+    return client, arguments, common
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,20 +93,37 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         help="node label nvidia.com/gpu.product, e.g. NVIDIA-A100-SXM4-80GB",
     )
     g.add_argument(
-        "--train-namespace", default="", help="namespace of the PyTorchJob ('' = the run's)"
+        "--train-namespace",
+        default=_TRAIN.namespace,
+        help="namespace of the training job ('' = the run's)",
     )
     g.add_argument(
         "--train-service-account",
-        default="sam2kf-trainer",
-        help="service account of the training pods",
+        default=_TRAIN.service_account,
+        help=f"service account of the training pods (default {_TRAIN.service_account})",
     )
     g.add_argument(
         "--train-image",
-        default="",
+        default=_TRAIN.image,
         help="training image (default: the version-tagged project image)",
     )
-    g.add_argument("--train-cpu", default="8", help="CPU request per training pod")
-    g.add_argument("--train-memory", default="64Gi", help="memory per training pod")
+    g.add_argument(
+        "--train-cpu", default=_TRAIN.cpu, help=f"CPU request per training pod ({_TRAIN.cpu})"
+    )
+    g.add_argument(
+        "--train-memory", default=_TRAIN.memory, help=f"memory per training pod ({_TRAIN.memory})"
+    )
+    g.add_argument(
+        "--train-runtime",
+        default=_TRAIN.runtime,
+        help=f"Trainer v2 runtime of TrainJobs (default {_TRAIN.runtime}, from manifests/)",
+    )
+    g.add_argument(
+        "--train-runtime-kind",
+        default=_TRAIN.runtime_kind,
+        choices=["TrainingRuntime", "ClusterTrainingRuntime"],
+        help="its kind; the Helm chart's stock runtime is ClusterTrainingRuntime torch-distributed",
+    )
     g.add_argument(
         "--data-retries", type=int, default=3, help="retries of the extract and shard steps"
     )
@@ -82,7 +145,7 @@ def settings_from(args: argparse.Namespace) -> Any:
         except (ValueError, TypeError) as exc:
             raise SystemExit(f"--toleration {item!r}: not a JSON object ({exc})") from None
     return ClusterSettings(
-        pvc_name=args.pvc,
+        pvc_claim=args.pvc,
         pvc_mount_path=args.pvc_mount_path,
         storage_secret=args.storage_secret,
         s3_endpoint=args.s3_endpoint,
@@ -91,11 +154,15 @@ def settings_from(args: argparse.Namespace) -> Any:
         eval_gpus=args.eval_gpus,
         eval_gpu_resource=args.eval_gpu_resource,
         eval_gpu_product=args.eval_gpu_product,
-        train_namespace=args.train_namespace,
-        train_service_account=args.train_service_account,
-        train_image=args.train_image,
-        train_cpu=args.train_cpu,
-        train_memory=args.train_memory,
+        train=LaunchSpec(
+            namespace=args.train_namespace,
+            service_account=args.train_service_account,
+            image=args.train_image,
+            cpu=args.train_cpu,
+            memory=args.train_memory,
+            runtime=args.train_runtime,
+            runtime_kind=args.train_runtime_kind,
+        ),
         data_retries=args.data_retries,
     )
 

@@ -1,9 +1,11 @@
-"""Run ``sam2kf train`` as a PyTorchJob (or as local torchrun processes) and wait for it.
+"""Run a rendered training job on the cluster and follow it to its end.
 
-:class:`PyTorchJobLauncher` talks to the API server through the official ``kubernetes`` client:
+:class:`JobLauncher` talks to the API server through the official ``kubernetes`` client, for
+any job kind described by a :class:`JobKind` (API group/version/plural and the labels of its
+pods; :data:`PYTORCHJOB` today):
 
 * **create or attach**: the job name is derived from the pipeline run id
-  (:func:`sam2_core.k8s.pytorchjob.job_name_for_run`), so a retried launcher step gets HTTP 409
+  (:func:`sam2_core.launch.spec.job_name_for_run`), so a retried launcher step gets HTTP 409
   and attaches to the job it created before instead of starting a second one. A job of the same
   name that belongs to another run is an error; one that already *failed* is deleted and created
   again (that is what a retry asks for).
@@ -17,8 +19,6 @@
 * **cancel**: SIGTERM (what KFP/Argo sends when a run is cancelled) deletes the job.
 * **RBAC**: a 403 becomes :class:`RBACError` naming the verb, resource and service account.
 
-:class:`LocalBackend` runs the same command under ``torchrun`` (``python -m
-torch.distributed.run``) as local processes, with the operator's ``PET_*`` environment contract.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ import logging
 import os
 import re
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -39,14 +37,93 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from sam2_core.launch.spec import RUN_ID_ANNOTATION
+
 log = logging.getLogger(__name__)
 
-GROUP = "kubeflow.org"
-VERSION = "v1"
-PLURAL = "pytorchjobs"
-#: Annotation holding the pipeline run id; a 409 on create is an attach only when it matches.
-RUN_ID_ANNOTATION = "sam2kf.io/run-id"
 TERMINAL = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A custom resource the launcher can run: where it lives and how to find its pods."""
+
+    kind: str
+    group: str
+    version: str
+    plural: str
+    #: label selector of all pods of job ``{name}``
+    pods_selector: str
+    #: label selector of the pod whose log is the job's log (rank 0) of job ``{name}``
+    rank0_selector: str
+    #: what to check when the API server refuses to create the job
+    refused_hint: str = ""
+
+    @property
+    def resource(self) -> str:
+        return f"{self.plural}.{self.group}"
+
+
+PYTORCHJOB = JobKind(
+    kind="PyTorchJob",
+    group="kubeflow.org",
+    version="v1",
+    plural="pytorchjobs",
+    pods_selector="training.kubeflow.org/job-name={name}",
+    rank0_selector="training.kubeflow.org/job-name={name},training.kubeflow.org/replica-type=master",
+    refused_hint="is the Training Operator v1.9 (CRD pytorchjobs.kubeflow.org) installed?",
+)
+#: Kubeflow Trainer v2: the controller runs a TrainJob as a JobSet of the same name; the torch
+#: runtimes' replicated job ``node`` is one indexed Job whose completion index is the node rank.
+TRAINJOB = JobKind(
+    kind="TrainJob",
+    group="trainer.kubeflow.org",
+    version="v1alpha1",
+    plural="trainjobs",
+    pods_selector="jobset.sigs.k8s.io/jobset-name={name}",
+    rank0_selector=(
+        "jobset.sigs.k8s.io/jobset-name={name},jobset.sigs.k8s.io/replicatedjob-name=node,"
+        "jobset.sigs.k8s.io/job-index=0,batch.kubernetes.io/job-completion-index=0"
+    ),
+    refused_hint=(
+        "does the runtime it names exist in this namespace (TrainingRuntime sam2kf-torch: "
+        "kubectl apply -k manifests/overlays/<overlay>-trainer), or name the stock one "
+        "(runtime=torch-distributed, runtime_kind=ClusterTrainingRuntime)?"
+    ),
+)
+
+
+def served_kinds(
+    api_client: Any, kinds: tuple[JobKind, ...] = (TRAINJOB, PYTORCHJOB)
+) -> list[JobKind]:
+    """The kinds among ``kinds`` whose resource the API server serves (its discovery API)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi(api_client)
+    out = []
+    for kind in kinds:
+        try:
+            resources = api.get_api_resources(kind.group, kind.version)
+        except ApiException as exc:
+            if exc.status == 404:
+                continue
+            raise
+        if any(r.name == kind.plural for r in (resources.resources or [])):
+            out.append(kind)
+    return out
+
+
+def choose_kind(api_client: Any) -> JobKind:
+    """Trainer v2 when the cluster serves it, else the Training Operator v1, else LaunchError."""
+    served = served_kinds(api_client)
+    if not served:
+        raise LaunchError(
+            f"the cluster serves neither {TRAINJOB.resource} (Kubeflow Trainer v2) nor "
+            f"{PYTORCHJOB.resource} (Training Operator v1): install the Trainer v2 Helm chart "
+            "(v2.3.0) or the Training Operator v1.9, or pick engine=local"
+        )
+    return served[0]
 
 
 class LaunchError(RuntimeError):
@@ -102,6 +179,14 @@ def _service_account_from(message: str) -> str:
     return f"user {m.group(1)!r}" if m else "the launcher's service account"
 
 
+def _message(exc: Any) -> str:
+    body = getattr(exc, "body", "") or ""
+    try:
+        return str(json.loads(body).get("message", body))
+    except (ValueError, AttributeError):
+        return str(body)
+
+
 def rbac_error(exc: Any, *, verb: str, resource: str, group: str, namespace: str) -> RBACError:
     """Turn a 403 ApiException into a message that says exactly which permission is missing."""
     body = getattr(exc, "body", "") or ""
@@ -128,14 +213,25 @@ def current_state(job: Mapping[str, Any]) -> tuple[str, str, str]:
         return "Pending", "", ""
     # Terminal conditions win regardless of order; otherwise the last one listed is newest.
     for c in conds:
-        if c.get("type") in TERMINAL:
-            return str(c["type"]), str(c.get("reason", "")), str(c.get("message", ""))
+        if c.get("type") in TERMINAL or c.get("type") == "Complete":
+            # Trainer v2 says "Complete" where the Training Operator says "Succeeded".
+            state = "Succeeded" if c["type"] == "Complete" else str(c["type"])
+            return state, str(c.get("reason", "")), str(c.get("message", ""))
     c = conds[-1]
     return str(c.get("type", "Pending")), str(c.get("reason", "")), str(c.get("message", ""))
 
 
-def master_pod_selector(job_name: str) -> str:
-    return f"training.kubeflow.org/job-name={job_name},training.kubeflow.org/replica-type=master"
+def resolve_namespace(namespace: str) -> str:
+    """``namespace``, else ``$POD_NAMESPACE`` (downward API), else this pod's, else default."""
+    if namespace:
+        return namespace
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    sa_ns = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    if os.path.exists(sa_ns):
+        with open(sa_ns) as f:
+            return f.read().strip() or "default"
+    return "default"
 
 
 def _lines(resp: Any) -> Iterator[str]:
@@ -151,22 +247,24 @@ def _lines(resp: Any) -> Iterator[str]:
 
 
 # --------------------------------------------------------------------------------------- launcher
-class PyTorchJobLauncher:
-    """Create/attach, watch, stream logs, time out and cancel one PyTorchJob."""
+class JobLauncher:
+    """Create/attach, watch, stream logs, time out and cancel one job of ``kind``."""
 
     def __init__(
         self,
         *,
+        kind: JobKind = PYTORCHJOB,
         api_client: Any = None,
         namespace: str = "default",
         poll_interval_s: float = 10.0,
-        timeout_s: float = 7 * 24 * 3600.0,
+        timeout_s: float | None = 7 * 24 * 3600.0,
         log_tail_lines: int = 50,
         delete_on_timeout: bool = True,
         out: IO[str] | None = None,
     ) -> None:
         from kubernetes import client
 
+        self.kind = kind
         self.api_client = api_client if api_client is not None else load_api_client()
         self.custom = client.CustomObjectsApi(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
@@ -181,7 +279,7 @@ class PyTorchJobLauncher:
 
     # -- API calls with RBAC-aware errors ---------------------------------------------------
     @contextlib.contextmanager
-    def _api(self, verb: str, resource: str, group: str = GROUP) -> Iterator[None]:
+    def _api(self, verb: str, resource: str, group: str | None = None) -> Iterator[None]:
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -189,18 +287,23 @@ class PyTorchJobLauncher:
         except ApiException as exc:
             if exc.status == 403:
                 raise rbac_error(
-                    exc, verb=verb, resource=resource, group=group, namespace=self.namespace
+                    exc,
+                    verb=verb,
+                    resource=resource,
+                    group=self.kind.group if group is None else group,
+                    namespace=self.namespace,
                 ) from None
             raise
 
     def get(self, name: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
 
+        k = self.kind
         try:
-            with self._api("get", PLURAL):
+            with self._api("get", self.kind.plural):
                 return dict(
                     self.custom.get_namespaced_custom_object(
-                        GROUP, VERSION, self.namespace, PLURAL, name
+                        k.group, k.version, self.namespace, k.plural, name
                     )
                 )
         except ApiException as exc:
@@ -214,16 +317,16 @@ class PyTorchJobLauncher:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            with self._api("delete", PLURAL):
+            with self._api("delete", self.kind.plural):
                 self.custom.delete_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
+                    self.kind.group,
+                    self.kind.version,
                     self.namespace,
-                    PLURAL,
+                    self.kind.plural,
                     name,
                     body=client.V1DeleteOptions(propagation_policy="Foreground"),
                 )
-            self._say(f"deleted PyTorchJob {self.namespace}/{name}")
+            self._say(f"deleted {self.kind.kind} {self.namespace}/{name}")
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -232,17 +335,23 @@ class PyTorchJobLauncher:
         """Create the job; on 409 attach to the existing one of the same run. -> (job, attached)."""
         from kubernetes.client.exceptions import ApiException
 
+        k = self.kind
         name = manifest["metadata"]["name"]
         run_id = (manifest["metadata"].get("annotations") or {}).get(RUN_ID_ANNOTATION)
         for _ in range(2):
             try:
-                with self._api("create", PLURAL):
+                with self._api("create", self.kind.plural):
                     created = self.custom.create_namespaced_custom_object(
-                        GROUP, VERSION, self.namespace, PLURAL, manifest
+                        k.group, k.version, self.namespace, k.plural, manifest
                     )
-                self._say(f"created PyTorchJob {self.namespace}/{name}")
+                self._say(f"created {self.kind.kind} {self.namespace}/{name}")
                 return dict(created), False
             except ApiException as exc:
+                if exc.status in (400, 404, 422):
+                    raise LaunchError(
+                        f"{self.kind.kind} {self.namespace}/{name} was refused by the API server "
+                        f"({exc.status} {exc.reason}): {_message(exc)}; {self.kind.refused_hint}"
+                    ) from None
                 if exc.status != 409:
                     raise
             existing = self.get(name)
@@ -251,23 +360,25 @@ class PyTorchJobLauncher:
             theirs = (existing.get("metadata", {}).get("annotations") or {}).get(RUN_ID_ANNOTATION)
             if run_id and theirs and theirs != run_id:
                 raise LaunchError(
-                    f"PyTorchJob {self.namespace}/{name} exists but belongs to run {theirs!r}, "
+                    f"{self.kind.kind} {self.namespace}/{name} exists but belongs to run {theirs!r}, "
                     f"not {run_id!r}; delete it or use another job name prefix"
                 )
             state, _, _ = current_state(existing)
             if state != "Failed":
-                self._say(f"attached to existing PyTorchJob {self.namespace}/{name} ({state})")
+                self._say(
+                    f"attached to existing {self.kind.kind} {self.namespace}/{name} ({state})"
+                )
                 return existing, True
-            self._say(f"PyTorchJob {name} exists and Failed: deleting it to retry")
+            self._say(f"{self.kind.kind} {name} exists and Failed: deleting it to retry")
             self.delete(name)
             self._wait_gone(name)
-        raise LaunchError(f"could not create PyTorchJob {self.namespace}/{name}")
+        raise LaunchError(f"could not create {self.kind.kind} {self.namespace}/{name}")
 
     def _wait_gone(self, name: str, limit_s: float = 300.0) -> None:
         deadline = time.monotonic() + limit_s
         while self.get(name) is not None:
-            if time.monotonic() > deadline:
-                raise LaunchError(f"PyTorchJob {name} was not deleted within {limit_s:.0f}s")
+            if deadline is not None and time.monotonic() > deadline:
+                raise LaunchError(f"{self.kind.kind} {name} was not deleted within {limit_s:.0f}s")
             time.sleep(self.poll_interval_s)
 
     # -- logs -------------------------------------------------------------------------------
@@ -277,7 +388,7 @@ class PyTorchJobLauncher:
     def _master_pod(self, name: str) -> str | None:
         with self._api("list", "pods", group=""):
             pods = self.core.list_namespaced_pod(
-                self.namespace, label_selector=master_pod_selector(name)
+                self.namespace, label_selector=self.kind.rank0_selector.format(name=name)
             )
         items = sorted(pods.items or [], key=lambda p: p.metadata.creation_timestamp or 0)
         return items[-1].metadata.name if items else None
@@ -318,7 +429,7 @@ class PyTorchJobLauncher:
         try:
             with self._api("list", "pods", group=""):
                 pods = self.core.list_namespaced_pod(
-                    self.namespace, label_selector=f"training.kubeflow.org/job-name={name}"
+                    self.namespace, label_selector=self.kind.pods_selector.format(name=name)
                 )
         except Exception:
             return []
@@ -374,21 +485,21 @@ class PyTorchJobLauncher:
                 logs.join(timeout=5.0)
 
     def _wait(self, name: str, job: dict[str, Any] | None, attached: bool) -> JobResult:
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.monotonic() + self.timeout_s if self.timeout_s is not None else None
         seen_state = ""
         while True:
             if self._cancel.is_set():
                 self.delete(name)
                 raise JobCancelled(
-                    f"launcher cancelled; PyTorchJob {self.namespace}/{name} deleted"
+                    f"launcher cancelled; {self.kind.kind} {self.namespace}/{name} deleted"
                 )
             if job is None:
                 raise LaunchError(
-                    f"PyTorchJob {self.namespace}/{name} disappeared (deleted by someone?)"
+                    f"{self.kind.kind} {self.namespace}/{name} disappeared (deleted by someone?)"
                 )
             state, reason, message = current_state(job)
             if state != seen_state:
-                self._say(f"PyTorchJob {name}: {state} {reason} {message}".rstrip())
+                self._say(f"{self.kind.kind} {name}: {state} {reason} {message}".rstrip())
                 seen_state = state
             if state == "Succeeded":
                 self._drain_logs()
@@ -400,16 +511,16 @@ class PyTorchJobLauncher:
                 details = "; ".join(self._termination_reasons(name))
                 tail = "\n".join(self.tail)
                 raise JobFailed(
-                    f"PyTorchJob {self.namespace}/{name} failed: {reason}: {message}"
+                    f"{self.kind.kind} {self.namespace}/{name} failed: {reason}: {message}"
                     + (f"\ncontainers: {details}" if details else "")
                     + f"\nlast {len(self.tail)} log lines of the master:\n{tail}"
                 )
-            if time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 if self.delete_on_timeout:
                     self.delete(name)
                 tail = "\n".join(self.tail)
                 raise JobTimeout(
-                    f"PyTorchJob {self.namespace}/{name} did not finish within {self.timeout_s:.0f}s "
+                    f"{self.kind.kind} {self.namespace}/{name} did not finish within {self.timeout_s:.0f}s "
                     f"(last state {state})\nlast {len(self.tail)} log lines:\n{tail}"
                 )
             self._cancel.wait(self.poll_interval_s)
@@ -419,241 +530,3 @@ class PyTorchJobLauncher:
     def _drain_logs(self) -> None:
         # Give the log thread a moment to copy the final lines before we report.
         time.sleep(min(1.0, 2 * self.poll_interval_s))
-
-
-# --------------------------------------------------------------------------------------- backends
-@dataclass
-class TrainRequest:
-    """One training run, independent of where it executes."""
-
-    run_id: str
-    train_args: list[str]
-    num_nodes: int = 1
-    nproc_per_node: int = 1
-    gpus_per_node: int = 0
-    env: dict[str, str] = field(default_factory=dict)
-    timeout_s: float = 7 * 24 * 3600.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def torchrun_argv(*, nproc_per_node: int, train_args: list[str]) -> list[str]:
-    """The PyTorchJob container's command, runnable here: same flags, this interpreter."""
-    from sam2_core.k8s.pytorchjob import PyTorchJobSpec, torchrun_command
-
-    cmd = torchrun_command(
-        PyTorchJobSpec(
-            name="local", image="local:0", train_args=train_args, nproc_per_node=nproc_per_node
-        )
-    )
-    assert cmd[0] == "torchrun"
-    exe_dir = os.path.dirname(sys.executable)
-    sam2kf = os.path.join(exe_dir, "sam2kf")
-    argv = [sys.executable, "-m", "torch.distributed.run", *cmd[1:]]
-    # --no-python execs the console script; use this environment's copy if it is there.
-    return [sam2kf if a == "sam2kf" and os.path.exists(sam2kf) else a for a in argv]
-
-
-class LocalBackend:
-    """Run the training command as ``num_nodes`` local torchrun agents (one per "pod").
-
-    Each agent gets the env a PyTorchJob pod gets from the Training Operator (``PET_NNODES``,
-    ``PET_NODE_RANK``, ``PET_MASTER_ADDR``/``PORT``, ``MASTER_*``, ``PYTHONUNBUFFERED``), so
-    torchrun reads the same defaults and the trainer sees RANK/LOCAL_RANK/WORLD_SIZE as on the
-    cluster. Output is streamed into this process's stdout.
-    """
-
-    def __init__(self, *, out: IO[str] | None = None, cwd: str | None = None) -> None:
-        self.out = out or sys.stdout
-        self.cwd = cwd
-
-    def env_for(self, req: TrainRequest, *, node_rank: int, port: int) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(req.env)
-        env.update(
-            {
-                "PYTHONUNBUFFERED": "1",
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(port),
-                "PET_MASTER_ADDR": "127.0.0.1",
-                "PET_MASTER_PORT": str(port),
-                "PET_NNODES": str(req.num_nodes),
-                "PET_NODE_RANK": str(node_rank),
-                "PET_NPROC_PER_NODE": str(req.nproc_per_node),
-                "WORLD_SIZE": str(req.num_nodes * req.nproc_per_node),
-            }
-        )
-        if req.gpus_per_node == 0:
-            env.setdefault("CUDA_VISIBLE_DEVICES", "")
-        return env
-
-    def run(self, req: TrainRequest, *, program: list[str] | None = None) -> JobResult:
-        """Run and wait; ``program`` replaces ``sam2kf train`` (e.g. a script, for tests)."""
-        argv = torchrun_argv(nproc_per_node=req.nproc_per_node, train_args=req.train_args)
-        if program is not None:
-            argv = argv[: argv.index("--no-python") + 1] + list(program)
-        port = _free_port()
-        print(f"[local] {' '.join(argv)}  (x{req.num_nodes} nodes)", file=self.out, flush=True)
-        procs = [
-            subprocess.Popen(
-                argv,
-                env=self.env_for(req, node_rank=rank, port=port),
-                cwd=self.cwd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for rank in range(req.num_nodes)
-        ]
-        tail: collections.deque[str] = collections.deque(maxlen=50)
-        pumps = [
-            threading.Thread(target=_pump, args=(p, f"node{i}", self.out, tail), daemon=True)
-            for i, p in enumerate(procs)
-        ]
-        for t in pumps:
-            t.start()
-        deadline = time.monotonic() + req.timeout_s
-        try:
-            while any(p.poll() is None for p in procs):
-                if time.monotonic() > deadline:
-                    raise JobTimeout(f"local training did not finish within {req.timeout_s:.0f}s")
-                if any(p.poll() not in (None, 0) for p in procs):
-                    break  # one agent failed: do not wait for the others to hang in a collective
-                time.sleep(0.2)
-        finally:
-            _stop_all(procs)
-            for t in pumps:
-                t.join(timeout=5.0)
-        codes = [p.returncode for p in procs]
-        if any(codes):
-            raise JobFailed(
-                f"local torchrun failed (exit codes {codes})\nlast {len(tail)} log lines:\n"
-                + "\n".join(tail)
-            )
-        return JobResult("local", "", "Succeeded", False, log_tail=list(tail))
-
-
-def _pump(
-    proc: subprocess.Popen[str], tag: str, out: IO[str], tail: collections.deque[str]
-) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        tail.append(line.rstrip("\n"))
-        print(f"[{tag}] {line}", end="", file=out, flush=True)
-
-
-def _stop_all(procs: list[subprocess.Popen[str]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-@dataclass
-class ClusterOptions:
-    """Where and how the PyTorchJob runs (everything not in :class:`TrainRequest`)."""
-
-    namespace: str = "default"
-    image: str = ""
-    service_account: str = "sam2kf-trainer"
-    cpu: str = "4"
-    memory: str = "16Gi"
-    pvc_claim: str | None = None
-    pvc_mount_path: str = "/data"
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = field(default_factory=list)
-    secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)
-    env_from_secrets: list[str] = field(default_factory=list)
-    poll_interval_s: float = 10.0
-
-
-class PyTorchJobBackend:
-    """Render the PyTorchJob for a :class:`TrainRequest` and run it with the launcher."""
-
-    def __init__(
-        self, options: ClusterOptions, *, api_client: Any = None, out: IO[str] | None = None
-    ) -> None:
-        self.options = options
-        self.api_client = api_client
-        self.out = out
-
-    def manifest(self, req: TrainRequest) -> dict[str, Any]:
-        from sam2_core import image_ref
-        from sam2_core.k8s.pytorchjob import PyTorchJobSpec, job_name_for_run, render_pytorchjob
-
-        o = self.options
-        spec = PyTorchJobSpec(
-            name=job_name_for_run(req.run_id),
-            namespace=o.namespace,
-            image=o.image or image_ref(flavour="train"),
-            train_args=list(req.train_args),
-            num_nodes=req.num_nodes,
-            nproc_per_node=req.nproc_per_node,
-            gpus_per_node=req.gpus_per_node,
-            cpu=o.cpu,
-            memory=o.memory,
-            env=dict(req.env),
-            secret_env=dict(o.secret_env),
-            env_from_secrets=list(o.env_from_secrets),
-            service_account=o.service_account,
-            pvc_claim=o.pvc_claim,
-            pvc_mount_path=o.pvc_mount_path,
-            node_selector=dict(o.node_selector),
-            tolerations=list(o.tolerations),
-            active_deadline_seconds=int(req.timeout_s),
-            annotations={RUN_ID_ANNOTATION: req.run_id},
-        )
-        return render_pytorchjob(spec)
-
-    def run(self, req: TrainRequest) -> JobResult:
-        launcher = PyTorchJobLauncher(
-            api_client=self.api_client,
-            namespace=self.options.namespace,
-            poll_interval_s=self.options.poll_interval_s,
-            timeout_s=req.timeout_s,
-            out=self.out,
-        )
-        return launcher.launch(self.manifest(req))
-
-
-def make_backend(name: str, **kwargs: Any) -> LocalBackend | PyTorchJobBackend:
-    """``"local"`` -> :class:`LocalBackend`; ``"pytorchjob"`` -> :class:`PyTorchJobBackend`."""
-    if name == "local":
-        return LocalBackend(out=kwargs.get("out"))
-    if name == "pytorchjob":
-        return PyTorchJobBackend(kwargs.pop("options", ClusterOptions()), **kwargs)
-    raise ValueError(f"unknown launcher backend {name!r} (expected 'pytorchjob' or 'local')")
-
-
-def format_env(env: Mapping[str, str]) -> str:
-    """Human-readable env listing with secrets masked (for step logs)."""
-    secretish = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD)", re.IGNORECASE)
-    return ", ".join(f"{k}={'***' if secretish.search(k) else v}" for k, v in sorted(env.items()))
-
-
-__all__ = [
-    "ClusterOptions",
-    "JobCancelled",
-    "JobFailed",
-    "JobResult",
-    "JobTimeout",
-    "LaunchError",
-    "LocalBackend",
-    "PyTorchJobBackend",
-    "PyTorchJobLauncher",
-    "RBACError",
-    "TrainRequest",
-    "current_state",
-    "load_api_client",
-    "make_backend",
-    "torchrun_argv",
-]

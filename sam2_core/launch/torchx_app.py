@@ -7,14 +7,14 @@ silently backtracks to torchx 0.3.0. The dated nightly has no such pin.
 
 Locally (CPU, 2 processes; ``torchrun`` must be on PATH, i.e. the venv's ``bin``)::
 
-    torchx run -s local_cwd sam2_core/k8s/torchx_app.py:train -j 1x2 --image local \\
+    torchx run -s local_cwd sam2_core/launch/torchx_app.py:train -j 1x2 --image local \\
         -- experiment=smoke model=tiny trainer.max_steps=2 trainer.device=cpu
 
 On Kubernetes (TorchX's scheduler creates a Volcano ``batch.volcano.sh/v1alpha1`` Job, so the
 cluster needs Volcano and a queue; ``--dryrun`` prints it without a cluster)::
 
     torchx run -s kubernetes -cfg queue=default,namespace=ml --workspace "" \\
-        sam2_core/k8s/torchx_app.py:train -j 2x8 --gpu 8 --cpu 96 --memMB 900000 \\
+        sam2_core/launch/torchx_app.py:train -j 2x8 --gpu 8 --cpu 96 --memMB 900000 \\
         --mounts type=volume,src=sam2kf-data,dst=/data \\
         -- model=sam2.1_hiera_b+ data.shards=/data/datasets/v1 trainer.output_dir=/data/runs/tx1
 

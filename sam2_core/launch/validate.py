@@ -255,6 +255,96 @@ def webhook_errors(obj: Mapping[str, Any]) -> list[str]:
     return errs
 
 
+#: Env names the Trainer v2 torch plugin sets; a TrainJob may not set them itself.
+TRAINER_RESERVED_ENV = (
+    "PET_NNODES",
+    "PET_NPROC_PER_NODE",
+    "PET_NODE_RANK",
+    "PET_MASTER_ADDR",
+    "PET_MASTER_PORT",
+)
+TRAINER_RUNTIME_KINDS = ("TrainingRuntime", "ClusterTrainingRuntime")
+TRAINER_NODE = "node"
+
+
+def trainjob_rule_errors(obj: Mapping[str, Any]) -> list[str]:
+    """Rules the Trainer v2 controller/webhook enforces on a TrainJob that its CRD cannot."""
+    errs = _metadata_errors(obj.get("metadata"), "metadata")
+    name = str((obj.get("metadata") or {}).get("name", ""))
+    if not _DNS1035.match(name) or len(name) > 63:
+        errs.append(f"metadata.name: {name!r} is not a DNS-1035 label (<= 63 chars)")
+    spec = obj.get("spec") or {}
+    ref = spec.get("runtimeRef") or {}
+    if ref.get("apiGroup", "trainer.kubeflow.org") != "trainer.kubeflow.org":
+        errs.append(
+            f"spec.runtimeRef.apiGroup: {ref.get('apiGroup')!r} is not trainer.kubeflow.org"
+        )
+    if ref.get("kind", "ClusterTrainingRuntime") not in TRAINER_RUNTIME_KINDS:
+        errs.append(f"spec.runtimeRef.kind: {ref.get('kind')!r} not in {TRAINER_RUNTIME_KINDS}")
+    trainer = spec.get("trainer") or {}
+    for key in ("numNodes", "numProcPerNode"):
+        if key in trainer and (not isinstance(trainer[key], int) or trainer[key] < 1):
+            errs.append(f"spec.trainer.{key}: must be an integer >= 1, got {trainer[key]!r}")
+    for i, env in enumerate(trainer.get("env") or []):
+        if env.get("name") in TRAINER_RESERVED_ENV:
+            errs.append(f"spec.trainer.env[{i}]: {env.get('name')} is set by the torch plugin")
+    managers = [p.get("manager") for p in spec.get("runtimePatches") or []]
+    if len(set(managers)) != len(managers):
+        errs.append("spec.runtimePatches: manager values must be unique")
+    for i, patch in enumerate(spec.get("runtimePatches") or []):
+        jobs = (
+            ((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec") or {}
+        ).get("replicatedJobs") or []
+        for j, job in enumerate(jobs):
+            where = f"spec.runtimePatches[{i}]...replicatedJobs[{j}]"
+            if job.get("name") != TRAINER_NODE:
+                errs.append(f"{where}.name: torch runtimes have one job {TRAINER_NODE!r}")
+            pod = ((job.get("template") or {}).get("spec") or {}).get("template") or {}
+            for c in (pod.get("spec") or {}).get("containers") or []:
+                if c.get("name") != TRAINER_NODE:
+                    errs.append(f"{where}: container {c.get('name')!r} is not {TRAINER_NODE!r}")
+    return errs
+
+
+def training_runtime_rule_errors(obj: Mapping[str, Any]) -> list[str]:
+    """What a torch (Cluster)TrainingRuntime must hold for a TrainJob's trainer to land."""
+    errs = _metadata_errors(obj.get("metadata"), "metadata")
+    spec = obj.get("spec") or {}
+    if "torch" not in (spec.get("mlPolicy") or {}):
+        errs.append("spec.mlPolicy.torch: missing (the torch plugin sets the PET_* env)")
+    jobs = ((spec.get("template") or {}).get("spec") or {}).get("replicatedJobs") or []
+    names = [j.get("name") for j in jobs]
+    if TRAINER_NODE not in names:
+        errs.append(f"spec.template.spec.replicatedJobs: no job named {TRAINER_NODE!r}")
+    for j in jobs:
+        pod = (((j.get("template") or {}).get("spec") or {}).get("template") or {}).get("spec")
+        containers = [c.get("name") for c in (pod or {}).get("containers") or []]
+        if j.get("name") == TRAINER_NODE and TRAINER_NODE not in containers:
+            errs.append(f"replicatedJobs[{TRAINER_NODE}]: no container named {TRAINER_NODE!r}")
+    return errs
+
+
+def validate_trainer_object(
+    obj: Mapping[str, Any], crd_dir: str | Path, *, strict: bool = True
+) -> list[str]:
+    """All problems of a TrainJob, TrainingRuntime or ClusterTrainingRuntime against its
+    v2 CRD in ``crd_dir`` (strict: unknown fields refused) plus the controller's rules."""
+    if not isinstance(obj, Mapping):
+        return [f"<root>: expected a mapping, got {type(obj).__name__}"]
+    files = {
+        "TrainJob": "trainer.kubeflow.org_trainjobs.yaml",
+        "TrainingRuntime": "trainer.kubeflow.org_trainingruntimes.yaml",
+        "ClusterTrainingRuntime": "trainer.kubeflow.org_clustertrainingruntimes.yaml",
+    }
+    kind = str(obj.get("kind"))
+    if kind not in files:
+        return [f"kind: {kind!r} is not a Trainer v2 kind ({', '.join(files)})"]
+    errs = schema_errors(obj, Path(crd_dir) / files[kind], strict=strict)
+    if kind == "TrainJob":
+        return errs + trainjob_rule_errors(obj)
+    return errs + training_runtime_rule_errors(obj)
+
+
 def validate_pytorchjob(
     obj: Mapping[str, Any], crd_path: str | Path, *, strict: bool = True
 ) -> list[str]:
@@ -405,6 +495,16 @@ def pod_specs_of(obj: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
         return [
             (f"{name}/{rtype}", (r.get("template") or {}).get("spec") or {})
             for rtype, r in (spec.get("pytorchReplicaSpecs") or {}).items()
+        ]
+    if kind in ("TrainingRuntime", "ClusterTrainingRuntime"):
+        jobs = ((spec.get("template") or {}).get("spec") or {}).get("replicatedJobs") or []
+        return [
+            (
+                f"{name}/{j.get('name')}",
+                (((j.get("template") or {}).get("spec") or {}).get("template") or {}).get("spec")
+                or {},
+            )
+            for j in jobs
         ]
     if isinstance(spec.get("template"), Mapping):
         return [(name, spec["template"].get("spec") or {})]
