@@ -66,6 +66,7 @@ _OFFICIAL_TARGETS: dict[str, str] = {
 # config's `model.checkpoint`, or video-predictor settings of the official configs).
 _NON_MODEL_KEYS = (
     "checkpoint",
+    "checkpoint_sha256",
     "fill_hole_area",
     "non_overlap_masks",
     "clear_non_cond_mem_around_input",
@@ -129,9 +130,16 @@ def _apply_overrides(cfg: Any, overrides: Sequence[str] | Mapping[str, Any] | No
 
 
 def load_model_config(
-    name: str, *, overrides: Sequence[str] | Mapping[str, Any] | None = None
+    name: str,
+    *,
+    overrides: Sequence[str] | Mapping[str, Any] | None = None,
+    checkpoint_overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The model config node of ``name`` as a plain dict (overrides applied, targets mapped)."""
+    """The model config node of ``name`` as a plain dict (overrides applied, targets mapped).
+
+    ``checkpoint_overrides`` (dotlist) are applied last: what a released checkpoint's file
+    requires of the architecture (SAM 2.0 flags, :data:`sam2_core.model.released.SAM2_0_OVERRIDES`).
+    """
     from omegaconf import OmegaConf
 
     path = config_path(name)
@@ -139,7 +147,7 @@ def load_model_config(
     # Official files are `# @package _global_` with a root `model:` key; ours are group files.
     if "model" in cfg and "_target_" not in cfg:
         cfg = cfg.model
-    cfg = _apply_overrides(cfg, overrides)
+    cfg = _apply_overrides(_apply_overrides(cfg, overrides), list(checkpoint_overrides))
     plain = OmegaConf.to_container(cfg, resolve=True)
     if not isinstance(plain, dict) or "_target_" not in plain:
         raise ValueError(f"{path}: not a model config (no _target_ at the model node)")
@@ -161,12 +169,16 @@ def build_model(
     overrides: Sequence[str] | Mapping[str, Any] | None = None,
     mode: str = "eval",
     init_seed: int | None = None,
+    checkpoint_sha256: str | None = None,
+    checkpoint_overrides: Sequence[str] = (),
 ) -> SAM2Base:
     """Build a SAM 2.1 model.
 
     Args:
         name: one of :data:`MODEL_NAMES` or a path to a model YAML (ours or Meta's).
-        checkpoint: optional checkpoint path/URL, loaded strictly (see :func:`load_checkpoint`).
+        checkpoint: optional checkpoint path/URL, or a released name (``sam2.1_hiera_tiny``;
+            ``released`` = the SAM 2.1 one of this size; fetched once, see
+            :mod:`sam2_core.model.released`), loaded strictly (see :func:`load_checkpoint`).
         device: target device; ``"meta"`` builds without allocating (fast; shapes only).
         overrides: config overrides, Hydra dotlist (``["image_encoder.trunk.drop_path_rate=0.1"]``)
             or a nested dict.
@@ -174,13 +186,23 @@ def build_model(
         init_seed: seed for the random initialisation (taken from a private RNG stream, so the
             global RNG is untouched); ``None`` draws from the global RNG. Makes a model built
             without a checkpoint reproducible, e.g. ``sam2kf evaluate --model tiny``.
+        checkpoint_sha256: optional pinned digest of the checkpoint file (refused if different).
+        checkpoint_overrides: architecture flags a checkpoint file needs, applied after
+            ``overrides`` (a released SAM 2.0 ``checkpoint`` adds its own automatically).
 
     Returns:
         the :class:`SAM2Base` on ``device``.
     """
     from hydra.utils import instantiate
 
-    cfg = load_model_config(name, overrides=overrides)
+    from sam2_core.model.released import resolve_checkpoint
+
+    needs = tuple(checkpoint_overrides)
+    if checkpoint is not None:
+        resolved = resolve_checkpoint(checkpoint, model=name, sha256=checkpoint_sha256)
+        checkpoint = resolved.path
+        needs += resolved.overrides
+    cfg = load_model_config(name, overrides=overrides, checkpoint_overrides=needs)
     dev = torch.device(device)
     if dev.type == "meta":
         with torch.device("meta"):
@@ -355,12 +377,16 @@ def convert_checkpoint(*, model: str, src: str, out: str) -> ExportSummary:
     """Validate a checkpoint against a model config and write it in the official format.
 
     ``src`` may be an official checkpoint, our export, a training checkpoint (file or
-    ``step-NNNNNN/`` directory) or ``.safetensors``. Keys and shapes are checked strictly against
+    ``step-NNNNNN/`` directory), ``.safetensors`` or a released name (``sam2.1_hiera_tiny``,
+    ``released``; see :mod:`sam2_core.model.released`). Keys and shapes are checked strictly against
     ``build_model(model)`` (built on the meta device: no weights are allocated); floating tensors
     are written as float32 like Meta's released files.
     """
-    sd = read_state_dict(src)
-    reference = build_model(model, device="meta")
+    from sam2_core.model.released import resolve_checkpoint
+
+    resolved = resolve_checkpoint(src, model=model)  # a released name is fetched once
+    sd = read_state_dict(resolved.path)
+    reference = build_model(model, device="meta", overrides=list(resolved.overrides))
     check_state_dict(reference, sd, source=src)
     ordered = {
         k: (sd[k].float() if sd[k].is_floating_point() else sd[k]) for k in reference.state_dict()
