@@ -62,6 +62,19 @@ _OFFICIAL_TARGETS: dict[str, str] = {
     "sam2.modeling.memory_encoder.CXBlock": "sam2_core.model.nn.memory_encoder.CXBlock",
 }
 
+#: Torch targets a config may name; none of the packaged configs instantiates a torch class
+#: today (the optimizer's ``module_cls_names`` such as ``torch.nn.LayerNorm`` are matched, not
+#: built), so the list is empty. Add a name here only together with a config that needs it.
+ALLOWED_TORCH_TARGETS: frozenset[str] = frozenset()
+
+#: The only ``_target_``s a config may name: the model's own module classes under
+#: ``sam2_core.model`` (every target of the packaged YAMLs, and of Meta's once mapped onto ours),
+#: plus :data:`ALLOWED_TORCH_TARGETS`. Hydra's ``instantiate`` imports and calls whatever a
+#: ``_target_`` names, and configs arrive from overrides (the pipeline's ``overrides`` parameter,
+#: a CronJob's ConfigMap): an exact list (not a prefix) also keeps out functions of our own
+#: modules, e.g. ``sam2_core.model.build.export_checkpoint``, which writes where it is told.
+ALLOWED_TARGETS: frozenset[str] = frozenset(_OFFICIAL_TARGETS.values()) | ALLOWED_TORCH_TARGETS
+
 # Keys that may sit in a model config node but are not SAM2Base arguments (e.g. the training
 # config's `model.checkpoint`, or video-predictor settings of the official configs).
 _NON_MODEL_KEYS = (
@@ -85,6 +98,10 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be read or does not match the model (message lists the keys)."""
+
+
+class DisallowedTarget(ValueError):
+    """A config names a ``_target_`` outside the allowlist (one line: key path and target)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,6 +132,36 @@ def _map_targets(node: Any) -> Any:
     if isinstance(node, list):
         return [_map_targets(v) for v in node]
     return node
+
+
+def check_targets(node: Any, *, path: str = "model") -> None:
+    """Refuse any ``_target_`` in ``node`` (plain dicts/lists) that is not allowlisted.
+
+    Allowed: exactly the names in :data:`ALLOWED_TARGETS`. Nothing is imported to check.
+
+    Args:
+        node: a config tree as plain containers (``OmegaConf.to_container``).
+        path: the key path of ``node``, for the message (``model.image_encoder._target_``).
+
+    Raises:
+        DisallowedTarget: naming the first offending key path and its target.
+    """
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key == "_target_":
+                if not isinstance(value, str) or value not in ALLOWED_TARGETS:
+                    raise DisallowedTarget(
+                        f"{where}={value} is not allowed: a config may only build the model's "
+                        "own module classes (the sam2_core.model targets of "
+                        "sam2_core/configs/model/*.yaml); remove or correct that override or "
+                        "config value"
+                    )
+            else:
+                check_targets(value, path=where)
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            check_targets(value, path=f"{path}.{i}" if path else str(i))
 
 
 def _apply_overrides(cfg: Any, overrides: Sequence[str] | Mapping[str, Any] | None) -> Any:
@@ -195,14 +242,15 @@ def build_model(
     """
     from hydra.utils import instantiate
 
-    from sam2_core.model.released import resolve_checkpoint
+    from sam2_core.model.released import lookup, resolve_checkpoint
 
-    needs = tuple(checkpoint_overrides)
-    if checkpoint is not None:
-        resolved = resolve_checkpoint(checkpoint, model=name, sha256=checkpoint_sha256)
-        checkpoint = resolved.path
-        needs += resolved.overrides
+    # A released name's architecture flags (a lookup: nothing is fetched before the config passed)
+    release = lookup(checkpoint, model=name) if checkpoint is not None else None
+    needs = (*checkpoint_overrides, *(release.overrides if release else ()))
     cfg = load_model_config(name, overrides=overrides, checkpoint_overrides=needs)
+    check_targets(cfg)  # before instantiate imports or calls anything (no code from data)
+    if checkpoint is not None:
+        checkpoint = resolve_checkpoint(checkpoint, model=name, sha256=checkpoint_sha256).path
     dev = torch.device(device)
     if dev.type == "meta":
         with torch.device("meta"):

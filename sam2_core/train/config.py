@@ -172,7 +172,9 @@ class TrainConfig:
                 if release is not None:
                     check_model(release, self.model_name)
             except ValueError as e:
-                raise ConfigError(f"model.checkpoint: {e}") from e
+                # the message names Python-side choices; add the override that gives them
+                fix = " (model.checkpoint=null)" if self.checkpoint == "released" else ""
+                raise ConfigError(f"model.checkpoint: {e}{fix}") from e
         image_size = self.model.get("image_size")
         if image_size is not None and int(image_size) != d.resolution:
             raise ConfigError(
@@ -264,6 +266,13 @@ def to_train_config(cfg: Any) -> TrainConfig:
             f"config key '{getattr(e, 'full_key', '')}': {str(e).splitlines()[0]}"
         ) from e
     assert isinstance(raw, dict)
+    # No code from data: Hydra would instantiate a `_target_` from an override (issue 16).
+    from sam2_core.model.build import DisallowedTarget, check_targets
+
+    try:
+        check_targets(raw, path="")
+    except DisallowedTarget as e:
+        raise ConfigError(str(e)) from e
     model = raw.pop("model", None) or {}
     unknown = set(raw) - {"data", "optim", "prompts", "loss", "trainer", "iuq"}
     if unknown:
