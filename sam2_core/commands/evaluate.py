@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     mod = parser.add_argument_group("run a model")
     mod.add_argument(
-        "--model", help="model name (tiny, sam2.1_hiera_t/s/b+/l), config YAML, or checkpoint file"
+        "--model",
+        help="model name (tiny, sam2.1_hiera_t/s/b+/l), config YAML, checkpoint file, or a "
+        "released checkpoint name (sam2.1_hiera_tiny: its config and weights)",
     )
     mod.add_argument(
         "--checkpoint",
