@@ -35,9 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     mod = parser.add_argument_group("run a model")
     mod.add_argument(
-        "--model", help="model name (tiny, sam2.1_hiera_t/s/b+/l), config YAML, or checkpoint file"
+        "--model",
+        help="model name (tiny, sam2.1_hiera_t/s/b+/l), config YAML, checkpoint file, or a "
+        "released checkpoint name (sam2.1_hiera_tiny: its config and weights)",
     )
-    mod.add_argument("--checkpoint", help="weights for a named --model ({'model': state_dict})")
+    mod.add_argument(
+        "--checkpoint",
+        help="weights for a named --model ({'model': state_dict} file or URL), or a released "
+        "name: sam2.1_hiera_tiny|small|base_plus|large, sam2_hiera_*, or released (the SAM 2.1 "
+        "checkpoint of --model; downloaded once)",
+    )
     mod.add_argument("--model-name", help="config of a --model checkpoint (default: inferred)")
     mod.add_argument("--data", help="dataset URL: SA-V raw/frames, DAVIS/MOSE, or Parquet shards")
     mod.add_argument("--format", default="auto", help="dataset format (default: auto-detect)")
@@ -198,6 +205,7 @@ def _run_model(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from sam2_core.data.readers.records import DataError
+    from sam2_core.download import DownloadError
 
     scoring = bool(args.gt_dir or args.pred_dir)
     if scoring and args.model:
@@ -213,6 +221,6 @@ def run(args: argparse.Namespace) -> int:
             print("error: give --gt-dir/--pred-dir, or --model, --data and --out", file=sys.stderr)
             return 2
         return _run_model(args)
-    except (DataError, FileNotFoundError, ValueError) as e:
+    except (DataError, FileNotFoundError, ValueError, DownloadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

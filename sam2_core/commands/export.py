@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  sam2kf export --model sam2.1_hiera_b+ --checkpoint runs/r1/model_final.pt --out ft.pt\n"
         "  sam2kf export --model sam2.1_hiera_t --checkpoint runs/r1/checkpoints/step-000500 \\\n"
         "      --out gs://bucket/models/sam2.1_t_ft.pt\n"
-        "  sam2kf export --model sam2.1_hiera_t --checkpoint sam2.1_hiera_tiny.pt --out copy.pt"
+        "  sam2kf export --model sam2.1_hiera_t --checkpoint sam2.1_hiera_tiny.pt --out copy.pt\n"
+        "  sam2kf export --model sam2.1_hiera_s --checkpoint sam2.1_hiera_small --out s.pt"
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
@@ -32,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="IN",
         help="input: official .pt, an exported .pt, a training checkpoint file or step "
-        "directory, or .safetensors (local path or fsspec URL)",
+        "directory, .safetensors (local path or fsspec URL), or a released name "
+        "(sam2.1_hiera_tiny|small|base_plus|large, sam2_hiera_*, or released = the SAM 2.1 "
+        "checkpoint of --model; downloaded once)",
     )
     parser.add_argument("--out", required=True, metavar="OUT.pt", help="output file or URL")
 
@@ -40,11 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from sam2_core.download import DownloadError
     from sam2_core.model.build import CheckpointError, convert_checkpoint
 
     try:
         s = convert_checkpoint(model=args.model, src=args.checkpoint, out=args.out)
-    except (CheckpointError, ValueError) as exc:
+    except (CheckpointError, ValueError, DownloadError) as exc:
         print(f"sam2kf export: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {s.out}: model {s.model}, {s.num_keys} tensors, {s.num_params:,} parameters")

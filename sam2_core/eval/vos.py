@@ -145,6 +145,11 @@ def load_model(
         return build_model(spec, checkpoint=checkpoint, device=str(device))
     if checkpoint is not None:
         raise ValueError(f"model {spec!r} is not a model name, and a checkpoint is also given")
+    from sam2_core.model.released import lookup
+
+    release = lookup(spec)  # `--model sam2.1_hiera_tiny`: a released checkpoint by name
+    if release is not None:
+        return build_model(model_name or release.model, checkpoint=spec, device=str(device))
     name = model_name or infer_model_name(spec)
     log.info("checkpoint %s: model config %s", spec, name)
     return build_model(name, checkpoint=spec, device=str(device))

@@ -62,10 +62,24 @@ _OFFICIAL_TARGETS: dict[str, str] = {
     "sam2.modeling.memory_encoder.CXBlock": "sam2_core.model.nn.memory_encoder.CXBlock",
 }
 
+#: Torch targets a config may name; none of the packaged configs instantiates a torch class
+#: today (the optimizer's ``module_cls_names`` such as ``torch.nn.LayerNorm`` are matched, not
+#: built), so the list is empty. Add a name here only together with a config that needs it.
+ALLOWED_TORCH_TARGETS: frozenset[str] = frozenset()
+
+#: The only ``_target_``s a config may name: the model's own module classes under
+#: ``sam2_core.model`` (every target of the packaged YAMLs, and of Meta's once mapped onto ours),
+#: plus :data:`ALLOWED_TORCH_TARGETS`. Hydra's ``instantiate`` imports and calls whatever a
+#: ``_target_`` names, and configs arrive from overrides (the pipeline's ``overrides`` parameter,
+#: a CronJob's ConfigMap): an exact list (not a prefix) also keeps out functions of our own
+#: modules, e.g. ``sam2_core.model.build.export_checkpoint``, which writes where it is told.
+ALLOWED_TARGETS: frozenset[str] = frozenset(_OFFICIAL_TARGETS.values()) | ALLOWED_TORCH_TARGETS
+
 # Keys that may sit in a model config node but are not SAM2Base arguments (e.g. the training
 # config's `model.checkpoint`, or video-predictor settings of the official configs).
 _NON_MODEL_KEYS = (
     "checkpoint",
+    "checkpoint_sha256",
     "fill_hole_area",
     "non_overlap_masks",
     "clear_non_cond_mem_around_input",
@@ -84,6 +98,10 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be read or does not match the model (message lists the keys)."""
+
+
+class DisallowedTarget(ValueError):
+    """A config names a ``_target_`` outside the allowlist (one line: key path and target)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,6 +134,36 @@ def _map_targets(node: Any) -> Any:
     return node
 
 
+def check_targets(node: Any, *, path: str = "model") -> None:
+    """Refuse any ``_target_`` in ``node`` (plain dicts/lists) that is not allowlisted.
+
+    Allowed: exactly the names in :data:`ALLOWED_TARGETS`. Nothing is imported to check.
+
+    Args:
+        node: a config tree as plain containers (``OmegaConf.to_container``).
+        path: the key path of ``node``, for the message (``model.image_encoder._target_``).
+
+    Raises:
+        DisallowedTarget: naming the first offending key path and its target.
+    """
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key == "_target_":
+                if not isinstance(value, str) or value not in ALLOWED_TARGETS:
+                    raise DisallowedTarget(
+                        f"{where}={value} is not allowed: a config may only build the model's "
+                        "own module classes (the sam2_core.model targets of "
+                        "sam2_core/configs/model/*.yaml); remove or correct that override or "
+                        "config value"
+                    )
+            else:
+                check_targets(value, path=where)
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            check_targets(value, path=f"{path}.{i}" if path else str(i))
+
+
 def _apply_overrides(cfg: Any, overrides: Sequence[str] | Mapping[str, Any] | None) -> Any:
     from omegaconf import OmegaConf
 
@@ -129,9 +177,16 @@ def _apply_overrides(cfg: Any, overrides: Sequence[str] | Mapping[str, Any] | No
 
 
 def load_model_config(
-    name: str, *, overrides: Sequence[str] | Mapping[str, Any] | None = None
+    name: str,
+    *,
+    overrides: Sequence[str] | Mapping[str, Any] | None = None,
+    checkpoint_overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The model config node of ``name`` as a plain dict (overrides applied, targets mapped)."""
+    """The model config node of ``name`` as a plain dict (overrides applied, targets mapped).
+
+    ``checkpoint_overrides`` (dotlist) are applied last: what a released checkpoint's file
+    requires of the architecture (SAM 2.0 flags, :data:`sam2_core.model.released.SAM2_0_OVERRIDES`).
+    """
     from omegaconf import OmegaConf
 
     path = config_path(name)
@@ -139,7 +194,7 @@ def load_model_config(
     # Official files are `# @package _global_` with a root `model:` key; ours are group files.
     if "model" in cfg and "_target_" not in cfg:
         cfg = cfg.model
-    cfg = _apply_overrides(cfg, overrides)
+    cfg = _apply_overrides(_apply_overrides(cfg, overrides), list(checkpoint_overrides))
     plain = OmegaConf.to_container(cfg, resolve=True)
     if not isinstance(plain, dict) or "_target_" not in plain:
         raise ValueError(f"{path}: not a model config (no _target_ at the model node)")
@@ -161,12 +216,16 @@ def build_model(
     overrides: Sequence[str] | Mapping[str, Any] | None = None,
     mode: str = "eval",
     init_seed: int | None = None,
+    checkpoint_sha256: str | None = None,
+    checkpoint_overrides: Sequence[str] = (),
 ) -> SAM2Base:
     """Build a SAM 2.1 model.
 
     Args:
         name: one of :data:`MODEL_NAMES` or a path to a model YAML (ours or Meta's).
-        checkpoint: optional checkpoint path/URL, loaded strictly (see :func:`load_checkpoint`).
+        checkpoint: optional checkpoint path/URL, or a released name (``sam2.1_hiera_tiny``;
+            ``released`` = the SAM 2.1 one of this size; fetched once, see
+            :mod:`sam2_core.model.released`), loaded strictly (see :func:`load_checkpoint`).
         device: target device; ``"meta"`` builds without allocating (fast; shapes only).
         overrides: config overrides, Hydra dotlist (``["image_encoder.trunk.drop_path_rate=0.1"]``)
             or a nested dict.
@@ -174,13 +233,24 @@ def build_model(
         init_seed: seed for the random initialisation (taken from a private RNG stream, so the
             global RNG is untouched); ``None`` draws from the global RNG. Makes a model built
             without a checkpoint reproducible, e.g. ``sam2kf evaluate --model tiny``.
+        checkpoint_sha256: optional pinned digest of the checkpoint file (refused if different).
+        checkpoint_overrides: architecture flags a checkpoint file needs, applied after
+            ``overrides`` (a released SAM 2.0 ``checkpoint`` adds its own automatically).
 
     Returns:
         the :class:`SAM2Base` on ``device``.
     """
     from hydra.utils import instantiate
 
-    cfg = load_model_config(name, overrides=overrides)
+    from sam2_core.model.released import lookup, resolve_checkpoint
+
+    # A released name's architecture flags (a lookup: nothing is fetched before the config passed)
+    release = lookup(checkpoint, model=name) if checkpoint is not None else None
+    needs = (*checkpoint_overrides, *(release.overrides if release else ()))
+    cfg = load_model_config(name, overrides=overrides, checkpoint_overrides=needs)
+    check_targets(cfg)  # before instantiate imports or calls anything (no code from data)
+    if checkpoint is not None:
+        checkpoint = resolve_checkpoint(checkpoint, model=name, sha256=checkpoint_sha256).path
     dev = torch.device(device)
     if dev.type == "meta":
         with torch.device("meta"):
@@ -355,12 +425,16 @@ def convert_checkpoint(*, model: str, src: str, out: str) -> ExportSummary:
     """Validate a checkpoint against a model config and write it in the official format.
 
     ``src`` may be an official checkpoint, our export, a training checkpoint (file or
-    ``step-NNNNNN/`` directory) or ``.safetensors``. Keys and shapes are checked strictly against
+    ``step-NNNNNN/`` directory), ``.safetensors`` or a released name (``sam2.1_hiera_tiny``,
+    ``released``; see :mod:`sam2_core.model.released`). Keys and shapes are checked strictly against
     ``build_model(model)`` (built on the meta device: no weights are allocated); floating tensors
     are written as float32 like Meta's released files.
     """
-    sd = read_state_dict(src)
-    reference = build_model(model, device="meta")
+    from sam2_core.model.released import resolve_checkpoint
+
+    resolved = resolve_checkpoint(src, model=model)  # a released name is fetched once
+    sd = read_state_dict(resolved.path)
+    reference = build_model(model, device="meta", overrides=list(resolved.overrides))
     check_state_dict(reference, sd, source=src)
     ordered = {
         k: (sd[k].float() if sd[k].is_floating_point() else sd[k]) for k in reference.state_dict()

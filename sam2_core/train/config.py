@@ -112,6 +112,12 @@ class TrainConfig:
         ckpt = self.model.get("checkpoint")
         return str(ckpt) if ckpt else None
 
+    @property
+    def checkpoint_sha256(self) -> str | None:
+        """``model.checkpoint_sha256``: the pinned digest of the initial checkpoint, if any."""
+        pin = self.model.get("checkpoint_sha256")
+        return str(pin) if pin else None
+
     def validate(self) -> None:
         t = self.trainer
         if t.device not in DEVICE_CHOICES:
@@ -156,6 +162,19 @@ class TrainConfig:
             self.iuq.validate()
         except ValueError as e:
             raise ConfigError(str(e)) from e
+        if self.checkpoint:
+            # A misspelt released name, or one of another model size: refused before any work
+            # starts (a name lookup only; the download happens when training starts).
+            from sam2_core.model.released import check_model, lookup
+
+            try:
+                release = lookup(self.checkpoint, model=self.model_name)
+                if release is not None:
+                    check_model(release, self.model_name)
+            except ValueError as e:
+                # the message names Python-side choices; add the override that gives them
+                fix = " (model.checkpoint=null)" if self.checkpoint == "released" else ""
+                raise ConfigError(f"model.checkpoint: {e}{fix}") from e
         image_size = self.model.get("image_size")
         if image_size is not None and int(image_size) != d.resolution:
             raise ConfigError(
@@ -247,6 +266,13 @@ def to_train_config(cfg: Any) -> TrainConfig:
             f"config key '{getattr(e, 'full_key', '')}': {str(e).splitlines()[0]}"
         ) from e
     assert isinstance(raw, dict)
+    # No code from data: Hydra would instantiate a `_target_` from an override (issue 16).
+    from sam2_core.model.build import DisallowedTarget, check_targets
+
+    try:
+        check_targets(raw, path="")
+    except DisallowedTarget as e:
+        raise ConfigError(str(e)) from e
     model = raw.pop("model", None) or {}
     unknown = set(raw) - {"data", "optim", "prompts", "loss", "trainer", "iuq"}
     if unknown:

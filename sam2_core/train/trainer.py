@@ -149,9 +149,21 @@ class Trainer:
     # construction
     def _build_model(self) -> nn.Module:
         from sam2_core.model.build import build_model
+        from sam2_core.model.released import lookup
 
-        arch = {k: v for k, v in self.cfg.model.items() if k != "checkpoint"}
-        model = build_model(self.cfg.model_name, overrides=arch, mode="train")
+        skip = ("checkpoint", "checkpoint_sha256")
+        arch = {k: v for k, v in self.cfg.model.items() if k not in skip}
+        # A released SAM 2.0 file needs its architecture flags, also when resuming (a name
+        # lookup only: nothing is downloaded here).
+        release = (
+            lookup(self.cfg.checkpoint, model=self.cfg.model_name) if self.cfg.checkpoint else None
+        )
+        model = build_model(
+            self.cfg.model_name,
+            overrides=arch,
+            checkpoint_overrides=release.overrides if release else (),
+            mode="train",
+        )
         return model.to(self.device)
 
     def _resume_decision(self) -> tuple[int | None, bool, str | None]:
@@ -225,9 +237,19 @@ class Trainer:
         if chosen is None:
             if self.cfg.checkpoint:
                 from sam2_core.model.build import load_checkpoint
+                from sam2_core.model.released import resolve_checkpoint
 
-                load_checkpoint(self.model, self.cfg.checkpoint)
-                log.info("initial weights from %s", self.cfg.checkpoint)
+                # Every rank resolves: a released name is downloaded once per cache (a file
+                # lock makes the other ranks of a machine wait, then reuse it), and a rank on
+                # another node finds its own copy, as a path from rank 0 may not exist there.
+                resolved = resolve_checkpoint(
+                    self.cfg.checkpoint,
+                    model=self.cfg.model_name,
+                    sha256=self.cfg.checkpoint_sha256,
+                    progress=self.info.is_main,
+                )
+                load_checkpoint(self.model, resolved.path)
+                log.info("initial weights: %s", resolved.describe())
             return
         from sam2_core.train.checkpoint import load_state, step_dir_name
 
