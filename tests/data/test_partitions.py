@@ -222,3 +222,18 @@ def test_at_least_one_val_rule_applies_across_partitions(tmp_path: Path) -> None
     assert [s.split for s in three.shards].count("mixed") == 1
     back = {r.video_id: r.split for r in iter_shard_videos(dst)}
     assert back == {r.video_id: r.split for r in iter_shard_videos(str(tmp_path / "one"))}
+
+
+def test_partitions_and_commit_on_gcs(gcs_url: str, tmp_path: Path) -> None:
+    recs = _records()[:6]
+    dst = f"{gcs_url}/shards"
+    for p in range(P):
+        write_shard_partition(src=recs, dst=dst, partition=p, num_partitions=P, row_group_mb=0.02)
+    assert missing_partitions(dst=dst, num_partitions=P) == []
+    m3 = commit_shards(dst=dst, num_partitions=P)
+    index = ShardIndex.open(dst, verify=True)
+    one = write_shards(src=recs, dst=str(tmp_path / "one"), row_group_mb=0.02)
+    assert m3.content_hash == one.content_hash and index.manifest.splits == one.splits
+    back = {r.video_id: r for r in iter_shard_videos(dst)}
+    for r in iter_shard_videos(str(tmp_path / "one")):
+        _same_records(r, back[r.video_id])
