@@ -237,3 +237,22 @@ def test_partitions_and_commit_on_gcs(gcs_url: str, tmp_path: Path) -> None:
     back = {r.video_id: r for r in iter_shard_videos(dst)}
     for r in iter_shard_videos(str(tmp_path / "one")):
         _same_records(r, back[r.video_id])
+
+
+def test_extract_selection_and_partition_combine(
+    demo_p1_p3: dict[str, str], tmp_path: Path
+) -> None:
+    ids = sorted(completed_videos(demo_p1_p3["f1"]) or set())
+    unknown = [f"nosuch_{i}" for i in range(6)]
+    for p in range(P):
+        s = extract_dataset(
+            src=demo_p1_p3["raw"],
+            dst=str(tmp_path / "sel"),
+            progress=False,
+            videos=[*ids[:3], *unknown],
+            partition=p,
+            num_partitions=P,
+        )
+        assert s.ok == [v for v in ids[:3] if partition_of(v, num_partitions=P) == p]
+        # an unknown id is reported once, by the partition it would belong to
+        assert sorted(s.failed) == [v for v in unknown if partition_of(v, num_partitions=P) == p]
