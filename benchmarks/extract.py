@@ -24,8 +24,12 @@ import numpy as np
 EVERY = 4
 
 
-def make_clip(path: str, *, frames: int, height: int = 1080, width: int = 1920) -> None:
-    """A textured 1080p H.264 clip: a panning smooth texture with moving patterned blocks."""
+def make_clip(
+    path: str, *, frames: int, height: int = 1080, width: int = 1920, bitrate: int | None = None
+) -> None:
+    """A textured H.264 clip (1080p by default): a panning smooth texture with moving patterned
+    blocks. ``bitrate`` (bit/s): encode at that average rate instead of constant quality
+    (crf 20), to match a dataset's bitrate."""
     import av
     from PIL import Image
 
@@ -38,12 +42,16 @@ def make_clip(path: str, *, frames: int, height: int = 1080, width: int = 1920) 
     with av.open(path, "w") as out:
         stream = out.add_stream("libx264", rate=24)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.options = {"preset": "veryfast", "crf": "20"}
+        if bitrate:
+            stream.bit_rate = bitrate
+            stream.codec_context.options = {"preset": "veryfast"}
+        else:
+            stream.codec_context.options = {"preset": "veryfast", "crf": "20"}
         grains = [rng.integers(0, 13, size=(height, width, 1), dtype=np.uint8) for _ in range(5)]
         for t in range(frames):
             img = bg[2 * t : 2 * t + height, 4 * t : 4 * t + width].copy()
             for k in range(4):
-                y, x = 100 + 200 * k, (300 * k + 12 * t) % (width - 160)
+                y, x = (100 + 200 * k) % (height - 160), (300 * k + 12 * t) % (width - 160)
                 img[y : y + 160, x : x + 160] = tile * np.array([1.0, 0.5 + 0.1 * k, 0.3])
             # Sensor-like grain (different each frame) keeps the bitrate realistic.
             frame = np.clip(img, 6, 243) + grains[t % len(grains)] - 6

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sam2_core import storage
+from sam2_core.data.prep.partitions import check_partition, in_partition, partition_label
 from sam2_core.data.readers.records import DataError
 from sam2_core.data.readers.rle import decode_rle
 from sam2_core.data.readers.sav import (
@@ -379,6 +380,8 @@ def extract_dataset(
     annotations: str = "manual",
     progress: bool = True,
     videos: Sequence[str] | None = None,
+    partition: int = 0,
+    num_partitions: int = 1,
 ) -> ExtractSummary:
     """Extract the videos of an SA-V raw dataset at SRC into the SA-V frame layout at DST.
 
@@ -392,12 +395,18 @@ def extract_dataset(
         videos: extract only these video ids (None = all). An id without ``<id>.mp4`` in SRC is
             reported in ``failed``; problems of files outside the selection are not reported.
             Incremental runs pass the ids no earlier dataset version has processed.
+        partition, num_partitions: extract only the videos (of the selection) whose id hashes
+            into this partition (:func:`sam2_core.data.prep.partitions.partition_of`); problems
+            are reported only for the partition's own files. Partitions write disjoint videos
+            into the same DST and may run at the same time on different machines.
 
-    Returns the summary; it is also written to ``DST/extract_summary.json``. Bad videos are in
+    Returns the summary; it is also written to ``DST/extract_summary.json`` (with partitions:
+    ``DST/extract_summary-pPPPP-of-NNNN.json``, see :func:`summary_name`). Bad videos are in
     ``failed`` (the caller turns that into a non-zero exit status).
     """
     if every < 1 or not 1 <= quality <= 100:
         raise ValueError("every must be >= 1 and quality within 1..100")
+    check_partition(partition=partition, num_partitions=num_partitions)
     t0 = time.perf_counter()
     summary = ExtractSummary()
     tasks = plan_tasks(
@@ -411,6 +420,8 @@ def extract_dataset(
     )
     if videos is not None:
         tasks = _select(tasks, videos, src=src, failed=summary.failed)
+    if num_partitions > 1:
+        tasks = _own_partition(tasks, summary.failed, partition, num_partitions)
     # Created before any frame is written: from now on readers of DST show only the videos
     # that have a completion marker, never a half-extracted one.
     storage.write_text_atomic(storage.join(dst, MARKER_DIR, "README.txt"), _MARKER_README)
@@ -427,8 +438,32 @@ def extract_dataset(
     _drive(todo, workers, summary, progress=progress, t0=t0)
     summary.ok = sorted(set(summary.skipped) | set(summary.ok))
     summary.seconds = time.perf_counter() - t0
-    storage.write_json_atomic(storage.join(dst, SUMMARY_NAME), summary.to_json())
+    name = summary_name(partition=partition, num_partitions=num_partitions)
+    storage.write_json_atomic(storage.join(dst, name), summary.to_json())
     return summary
+
+
+def summary_name(*, partition: int = 0, num_partitions: int = 1) -> str:
+    """File name of the extraction summary (one per partition when there are several)."""
+    if num_partitions == 1:
+        return SUMMARY_NAME
+    label = partition_label(partition=partition, num_partitions=num_partitions)
+    return f"{SUMMARY_NAME[: -len('.json')]}-{label}.json"
+
+
+def _own_partition(
+    tasks: list[VideoTask], failed: dict[str, str], partition: int, num_partitions: int
+) -> list[VideoTask]:
+    """The tasks of this partition; problems of other partitions' files are theirs to report."""
+
+    def mine(name: str) -> bool:
+        stem = name.rsplit("/", 1)[-1]
+        stem = stem[: -len(".mp4")] if stem.endswith(".mp4") else stem
+        return in_partition(stem, partition=partition, num_partitions=num_partitions)
+
+    for name in [n for n in failed if not mine(n)]:
+        del failed[name]
+    return [t for t in tasks if mine(t.video_id)]
 
 
 def _select(
@@ -471,6 +506,7 @@ def _drive(
             bar.update(1)
 
 
-def load_summary(dst: str) -> dict[str, Any]:
-    """The ``extract_summary.json`` of a destination."""
-    return dict(json.loads(storage.read_text(storage.join(dst, SUMMARY_NAME))))
+def load_summary(dst: str, *, partition: int = 0, num_partitions: int = 1) -> dict[str, Any]:
+    """The extraction summary of a destination (of one partition when there are several)."""
+    name = summary_name(partition=partition, num_partitions=num_partitions)
+    return dict(json.loads(storage.read_text(storage.join(dst, name))))

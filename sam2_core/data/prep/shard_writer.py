@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sam2_core import storage
+from sam2_core.data.prep.partitions import check_partition, in_partition, partition_label
 from sam2_core.data.readers.formats import iter_videos
 from sam2_core.data.readers.records import DataError, VideoRecord, check_video_id
 from sam2_core.data.readers.rle import rle_area
@@ -32,9 +33,12 @@ from sam2_core.data.readers.shards import (
     INDEX,
     INDEX_SCHEMA,
     MANIFEST,
+    PARTITIONS_DIR,
+    PartitionManifest,
     ShardInfo,
     ShardManifest,
     VideoEntry,
+    partition_manifest_name,
     shard_name,
 )
 
@@ -59,22 +63,37 @@ def assign_splits(
     records: Sequence[VideoRecord], *, val_fraction: float, seed: int = 0
 ) -> dict[str, str]:
     """Split of every video: the reader's split when it set one other than ``train``, else
-    :func:`assign_split`.
+    :func:`assign_split` (see :func:`assign_splits_by_id`)."""
+    return assign_splits_by_id(
+        {r.video_id: r.split for r in records}, val_fraction=val_fraction, seed=seed
+    )
+
+
+def assign_splits_by_id(
+    reader_splits: Mapping[str, str],
+    *,
+    val_fraction: float,
+    seed: int = 0,
+    at_least_one_val: bool = True,
+) -> dict[str, str]:
+    """Split of every video id, given the split its reader set (``""`` or ``train`` = none).
 
     Small datasets could hash every video to ``train``; so when ``val_fraction > 0`` and no
     video ends up in ``val``, the hashed video with the smallest hash (the one closest to the
     threshold) goes to ``val``, provided at least one other video stays in ``train``. The result
     depends only on the set of video ids and ``seed`` (deterministic, order independent).
+    A data partition sees only its own videos, so it passes ``at_least_one_val=False`` and the
+    commit applies the rule to the whole set.
     """
     splits: dict[str, str] = {}
     hashed: list[str] = []
-    for r in records:
-        if r.split not in ("", "train"):
-            splits[r.video_id] = r.split
+    for vid, reader_split in reader_splits.items():
+        if reader_split not in ("", "train"):
+            splits[vid] = reader_split
         else:
-            splits[r.video_id] = assign_split(r.video_id, val_fraction=val_fraction, seed=seed)
-            hashed.append(r.video_id)
-    if val_fraction > 0 and "val" not in splits.values() and len(hashed) >= 2:
+            splits[vid] = assign_split(vid, val_fraction=val_fraction, seed=seed)
+            hashed.append(vid)
+    if at_least_one_val and val_fraction > 0 and "val" not in splits.values() and len(hashed) >= 2:
         closest = min(hashed, key=lambda v: (_split_hash(v, seed), v))
         splits[closest] = "val"
     return splits
@@ -158,8 +177,11 @@ def _video_frames(rec: VideoRecord) -> Iterator[_Frame]:
 class _ShardWriter:
     """Writes shard files one after another, rolling over at video boundaries."""
 
-    def __init__(self, dst: str, *, shard_bytes: int, row_group_bytes: int) -> None:
+    def __init__(
+        self, dst: str, *, shard_bytes: int, row_group_bytes: int, partition_label: str = ""
+    ) -> None:
         self.dst = dst
+        self.label = partition_label
         self.shard_bytes = shard_bytes
         self.row_group_bytes = row_group_bytes
         self.infos: list[ShardInfo] = []
@@ -176,7 +198,7 @@ class _ShardWriter:
         self.bytes_in = 0
 
     def _start(self, split: str) -> None:
-        name = shard_name(len(self.infos))
+        name = shard_name(len(self.infos), partition_label=self.label)
         self._ctx = storage.open_atomic(storage.join(self.dst, name), "wb")
         f = self._ctx.__enter__()
         self._sink = _HashingSink(f)
@@ -228,7 +250,7 @@ class _ShardWriter:
         self._ctx.__exit__(None, None, None)  # renames the temporary file into place
         self.infos.append(
             ShardInfo(
-                file=shard_name(len(self.infos)),
+                file=shard_name(len(self.infos), partition_label=self.label),
                 split=self._split,
                 rows=self._rows,
                 row_groups=len(self._rg_rows),
@@ -279,7 +301,7 @@ class _ShardWriter:
         entry = VideoEntry(
             video_id=rec.video_id,
             split=split,
-            shard=shard_name(len(self.infos)),
+            shard=shard_name(len(self.infos), partition_label=self.label),
             row_groups=list(range(first_group, max(first_group, last_group) + 1)),
             first_row=first_row,
             num_frames=len(frames),
@@ -299,11 +321,78 @@ class _ShardWriter:
 
 
 def _load_records(
-    src: str | Iterable[VideoRecord], *, fmt: str, annotations: str
+    src: str | Iterable[VideoRecord],
+    *,
+    fmt: str,
+    annotations: str,
+    select: Callable[[str], bool] | None = None,
 ) -> list[VideoRecord]:
     if isinstance(src, str):
-        return list(iter_videos(src, fmt=fmt, annotations=annotations))
-    return list(src)
+        return list(iter_videos(src, fmt=fmt, annotations=annotations, select=select))
+    return [r for r in src if select is None or select(r.video_id)]
+
+
+def _check_args(shard_size_mb: float, row_group_mb: float, val_fraction: float) -> None:
+    if shard_size_mb <= 0 or row_group_mb <= 0:
+        raise ValueError("shard_size_mb and row_group_mb must be > 0")
+    if not 0.0 <= val_fraction <= 1.0:
+        raise ValueError("val_fraction must be within [0, 1]")
+
+
+def _check_ids(records: Sequence[VideoRecord], src_name: str) -> None:
+    seen: dict[str, str] = {}
+    for r in records:
+        check_video_id(r.video_id, source=r.source or src_name)
+        if r.video_id in seen:
+            raise DataError(f"{src_name}: duplicate video id {r.video_id!r} ({seen[r.video_id]})")
+        seen[r.video_id] = r.source
+
+
+def split_sort_key(split: str, video_id: str) -> tuple[int, str, str]:
+    """Order of videos in shards and in ``index.parquet``: train, val, other splits; by id."""
+    return ({"train": 0, "val": 1}.get(split, 2), split, video_id)
+
+
+def _pack(
+    records: list[VideoRecord],
+    splits: Mapping[str, str],
+    *,
+    dst: str,
+    shard_size_mb: float,
+    row_group_mb: float,
+    partition_label: str,
+    progress: bool,
+) -> _ShardWriter:
+    """Write the shard files of ``records`` (sorted in place) under ``dst``."""
+    records.sort(key=lambda r: split_sort_key(splits[r.video_id], r.video_id))
+    writer = _ShardWriter(
+        dst,
+        shard_bytes=int(shard_size_mb * 2**20),
+        row_group_bytes=int(row_group_mb * 2**20),
+        partition_label=partition_label,
+    )
+    bar = _progress(progress, sum(len(r.annotated_indices) for r in records))
+    try:
+        for rec in records:
+            entry = writer.add_video(rec, splits[rec.video_id])
+            if bar is not None:
+                bar.update(entry.num_frames)
+                bar.set_postfix(MB=f"{writer.bytes_in / 2**20:.0f}")
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return writer
+
+
+def _remove_shard_files(dst: str, *, prefix: str, keep: set[str]) -> None:
+    """Delete ``<prefix>*.parquet`` files of ``dst`` that are not in ``keep`` (stale output)."""
+    for name in storage.listdir(dst):
+        if name.startswith(prefix) and name.endswith(".parquet") and name not in keep:
+            storage.remove(storage.join(dst, name), recursive=False)
 
 
 def write_shards(
@@ -318,7 +407,7 @@ def write_shards(
     annotations: str = "manual",
     progress: bool = False,
 ) -> ShardManifest:
-    """Pack a dataset into Parquet shards under ``dst`` (any fsspec URL).
+    """Pack a dataset into Parquet shards under ``dst`` (any fsspec URL), in one pass.
 
     Args:
         src: a dataset URL read with :func:`sam2_core.data.readers.formats.iter_videos`, or records.
@@ -336,83 +425,158 @@ def write_shards(
     Returns:
         the manifest (also written to ``dst/manifest.json``, last).
 
-    The output is byte-for-byte deterministic for the same input and arguments.
+    The output is byte-for-byte deterministic for the same input and arguments. For a dataset
+    too large for one machine see :func:`write_shard_partition` and
+    :func:`sam2_core.data.prep.shard_commit.commit_shards`.
     """
-    if shard_size_mb <= 0 or row_group_mb <= 0:
-        raise ValueError("shard_size_mb and row_group_mb must be > 0")
-    if not 0.0 <= val_fraction <= 1.0:
-        raise ValueError("val_fraction must be within [0, 1]")
+    _check_args(shard_size_mb, row_group_mb, val_fraction)
     src_name = src if isinstance(src, str) else "<records>"
     records = _load_records(src, fmt=fmt, annotations=annotations)
     if not records:
         raise DataError(f"{src_name}: no videos found, nothing to shard")
-    seen: dict[str, str] = {}
-    for r in records:
-        check_video_id(r.video_id, source=r.source or src_name)
-        if r.video_id in seen:
-            raise DataError(f"{src_name}: duplicate video id {r.video_id!r} ({seen[r.video_id]})")
-        seen[r.video_id] = r.source
+    _check_ids(records, src_name)
     splits = assign_splits(records, val_fraction=val_fraction, seed=seed)
-    split_order = {"train": 0, "val": 1}
-    records.sort(
-        key=lambda r: (split_order.get(splits[r.video_id], 2), splits[r.video_id], r.video_id)
-    )
 
     dst = dst.rstrip("/")
     storage.makedirs(dst)
     # A previous manifest would vouch for files we are about to replace: drop it first.
     storage.remove(storage.join(dst, MANIFEST), recursive=False)
-    writer = _ShardWriter(
-        dst, shard_bytes=int(shard_size_mb * 2**20), row_group_bytes=int(row_group_mb * 2**20)
+    writer = _pack(
+        records,
+        splits,
+        dst=dst,
+        shard_size_mb=shard_size_mb,
+        row_group_mb=row_group_mb,
+        partition_label="",
+        progress=progress,
     )
-    bar = _progress(progress, sum(len(r.annotated_indices) for r in records))
-    try:
-        for rec in records:
-            entry = writer.add_video(rec, splits[rec.video_id])
-            if bar is not None:
-                bar.update(entry.num_frames)
-                bar.set_postfix(MB=f"{writer.bytes_in / 2**20:.0f}")
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    index_bytes = _index_bytes(writer.entries)
+    # Partition manifests of an earlier partitioned write would describe files removed below.
+    with contextlib.suppress(FileNotFoundError):
+        storage.remove(storage.join(dst, PARTITIONS_DIR), recursive=True)
+    params = {
+        "shard_size_mb": shard_size_mb,
+        "row_group_mb": row_group_mb,
+        "val_fraction": val_fraction,
+        "seed": seed,
+    }
+    return write_index_and_manifest(
+        dst=dst, videos=writer.entries, shards=writer.infos, params=params
+    )
+
+
+def write_index_and_manifest(
+    *, dst: str, videos: Sequence[VideoEntry], shards: Sequence[ShardInfo], params: dict[str, Any]
+) -> ShardManifest:
+    """Finish a shard directory whose shard files are written: ``index.parquet`` (rows in the
+    given order), removal of shard files no entry names, then ``manifest.json`` (last, atomic).
+    """
+    index_bytes = _index_bytes(list(videos))
     storage.write_bytes_atomic(storage.join(dst, INDEX), index_bytes)
-    keep = {s.file for s in writer.infos}
-    for name in storage.listdir(dst):
-        if name.startswith("shard-") and name.endswith(".parquet") and name not in keep:
-            storage.remove(storage.join(dst, name), recursive=False)
+    _remove_shard_files(dst, prefix="shard-", keep={s.file for s in shards})
     counts: dict[str, dict[str, int]] = {}
-    for e in writer.entries:
+    for e in videos:
         c = counts.setdefault(e.split, {"videos": 0, "frames": 0})
         c["videos"] += 1
         c["frames"] += e.num_frames
     total = hashlib.sha256()
-    for e in writer.entries:
+    for e in videos:
         total.update(f"{e.split}:{e.content_hash}\n".encode())
     manifest = ShardManifest(
-        num_videos=len(writer.entries),
-        num_frames=sum(e.num_frames for e in writer.entries),
+        num_videos=len(videos),
+        num_frames=sum(e.num_frames for e in videos),
         splits=counts,
-        shards=writer.infos,
+        shards=list(shards),
         index_sha256=hashlib.sha256(index_bytes).hexdigest(),
         index_bytes=len(index_bytes),
         content_hash=total.hexdigest(),
-        params={
-            "shard_size_mb": shard_size_mb,
-            "row_group_mb": row_group_mb,
-            "val_fraction": val_fraction,
-            "seed": seed,
-        },
+        params=params,
     )
     storage.write_json_atomic(storage.join(dst, MANIFEST), manifest.to_json())
     log.info(
         "wrote %d videos, %d frames in %d shards to %s",
         manifest.num_videos,
         manifest.num_frames,
+        len(manifest.shards),
+        dst,
+    )
+    return manifest
+
+
+def write_shard_partition(
+    *,
+    src: str | Iterable[VideoRecord],
+    dst: str,
+    partition: int,
+    num_partitions: int,
+    shard_size_mb: float = 256,
+    row_group_mb: float = 4,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    fmt: str = "auto",
+    annotations: str = "manual",
+    progress: bool = False,
+) -> PartitionManifest:
+    """Pack partition ``partition`` of ``num_partitions`` of a dataset into shards under ``dst``.
+
+    Only the videos whose id hashes into the partition
+    (:func:`sam2_core.data.prep.partitions.partition_of`) are read and written, into files named
+    ``shard-pPPPP-of-NNNN-xxxxx.parquet`` that no other partition writes; the partition's
+    manifest ``_partitions/pPPPP-of-NNNN.json`` is written last (its completion marker). A
+    dataset-level ``manifest.json`` in ``dst`` is removed first (it would vouch for files being
+    replaced); :func:`sam2_core.data.prep.shard_commit.commit_shards` writes the new one once
+    every partition is complete. Arguments as for :func:`write_shards`; a partition may be empty.
+    Rerunning a partition rewrites only that partition's files (byte-identical for the same
+    input).
+    """
+    check_partition(partition=partition, num_partitions=num_partitions)
+    _check_args(shard_size_mb, row_group_mb, val_fraction)
+    label = partition_label(partition=partition, num_partitions=num_partitions)
+    src_name = src if isinstance(src, str) else "<records>"
+
+    def mine(video_id: str) -> bool:
+        return in_partition(video_id, partition=partition, num_partitions=num_partitions)
+
+    records = _load_records(src, fmt=fmt, annotations=annotations, select=mine)
+    _check_ids(records, src_name)
+    reader_splits = {r.video_id: r.split for r in records}
+    # The at-least-one-val rule needs the whole dataset: the commit applies it.
+    splits = assign_splits_by_id(
+        reader_splits, val_fraction=val_fraction, seed=seed, at_least_one_val=False
+    )
+
+    dst = dst.rstrip("/")
+    storage.makedirs(dst)
+    marker = storage.join(dst, partition_manifest_name(label))
+    for url in (storage.join(dst, MANIFEST), marker):
+        storage.remove(url, recursive=False)
+    writer = _pack(
+        records,
+        splits,
+        dst=dst,
+        shard_size_mb=shard_size_mb,
+        row_group_mb=row_group_mb,
+        partition_label=label,
+        progress=progress,
+    )
+    _remove_shard_files(dst, prefix=f"shard-{label}-", keep={s.file for s in writer.infos})
+    manifest = PartitionManifest(
+        partition=partition,
+        num_partitions=num_partitions,
+        params={
+            "shard_size_mb": shard_size_mb,
+            "row_group_mb": row_group_mb,
+            "val_fraction": val_fraction,
+            "seed": seed,
+        },
+        shards=writer.infos,
+        videos=writer.entries,
+        reader_splits={v: s for v, s in sorted(reader_splits.items()) if s not in ("", "train")},
+    )
+    storage.write_json_atomic(marker, manifest.to_json())
+    log.info(
+        "partition %s: %d videos in %d shards under %s",
+        label,
+        len(manifest.videos),
         len(manifest.shards),
         dst,
     )

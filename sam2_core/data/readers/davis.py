@@ -13,7 +13,7 @@ only the first frame; a frame's annotation exists exactly when its PNG does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -116,9 +116,14 @@ def read_davis_video(frames_root: str, annots_root: str, video_id: str) -> Video
 
 
 def iter_davis(
-    url: str, *, split: str | None = None, resolution: str | None = None
+    url: str,
+    *,
+    split: str | None = None,
+    resolution: str | None = None,
+    select: Callable[[str], bool] | None = None,
 ) -> Iterator[VideoRecord]:
-    """Records of a DAVIS 2017 or MOSE folder (all videos, or those listed for ``split``)."""
+    """Records of a DAVIS 2017 or MOSE folder (all videos, or those listed for ``split``;
+    ``select`` filters on the id)."""
     frames_root, annots_root = resolution_dirs(url, resolution)
     present = [n for n, d in list_entries(frames_root) if d and n not in RESOLUTIONS]
     if split is not None:
@@ -127,6 +132,8 @@ def iter_davis(
         if missing:
             raise DataError(f"{url}: split {split!r} lists videos without frames: {missing[:5]}")
         present = listed
+    if select is not None:
+        present = [v for v in present if select(v)]
     for vid in present:
         rec = read_davis_video(frames_root, annots_root, vid)
         if split is not None:

@@ -7,7 +7,7 @@ of ``sam2kf extract``), ``davis`` (DAVIS 2017 / MOSE), ``sa1b`` (SA-1B images), 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from sam2_core import storage
 from sam2_core.data.readers.davis import iter_davis
@@ -67,7 +67,12 @@ def detect_format(url: str) -> str:
 
 
 def iter_videos(
-    url: str, *, fmt: str = "auto", annotations: str = "manual", split: str | None = None
+    url: str,
+    *,
+    fmt: str = "auto",
+    annotations: str = "manual",
+    split: str | None = None,
+    select: Callable[[str], bool] | None = None,
 ) -> Iterator[VideoRecord]:
     """Yield every video of a dataset as a :class:`VideoRecord` (masks decoded lazily).
 
@@ -77,6 +82,9 @@ def iter_videos(
         annotations: "manual" or "auto" (SA-V annotation JSON to read).
         split: only this split (SA-V raw: the JSON's ``video_split``; frame layouts: the video
             list ``<split>.txt`` / ``ImageSets/.../<split>.txt``; parquet: the shard split).
+        select: only the video ids for which this returns True, decided from the listing before
+            a video is read (a data partition reads only its own videos). With a selection, an
+            empty result is not an error (a partition may hold no video).
 
     Raises DataError (naming the file) on bad data, and when no video is found.
     """
@@ -84,21 +92,28 @@ def iter_videos(
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS} or 'auto'")
     count = 0
-    for rec in _reader(url, fmt, annotations=annotations, split=split):
+    for rec in _reader(url, fmt, annotations=annotations, split=split, select=select):
         count += 1
         yield rec
-    if count == 0:
+    if count == 0 and select is None:
         which = f" in split {split!r}" if split is not None else ""
         raise DataError(f"{url}: empty dataset (no {fmt} videos found{which})")
 
 
-def _reader(url: str, fmt: str, *, annotations: str, split: str | None) -> Iterator[VideoRecord]:
+def _reader(
+    url: str,
+    fmt: str,
+    *,
+    annotations: str,
+    split: str | None,
+    select: Callable[[str], bool] | None,
+) -> Iterator[VideoRecord]:
     if fmt == "sav_raw":
-        return iter_sav_raw(url, annotations=annotations, split=split)
+        return iter_sav_raw(url, annotations=annotations, split=split, select=select)
     if fmt == "sav_frames":
-        return iter_sav_frames(url, annotations=annotations, split=split)
+        return iter_sav_frames(url, annotations=annotations, split=split, select=select)
     if fmt == "davis":
-        return iter_davis(url, split=split)
+        return iter_davis(url, split=split, select=select)
     if fmt == "sa1b":
-        return iter_sa1b(url, split=split)
-    return iter_shard_videos(url, split=split)
+        return iter_sa1b(url, split=split, select=select)
+    return iter_shard_videos(url, split=split, select=select)

@@ -7,7 +7,7 @@ COCO RLE, area, bbox, ...}]}``. Pairs sit directly under the root or one folder 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sam2_core import storage
@@ -84,9 +84,14 @@ def _segmentation(ann: Any, json_url: str, k: int) -> dict[str, Any]:
     return seg
 
 
-def iter_sa1b(url: str, *, split: str | None = None) -> Iterator[VideoRecord]:
-    """Records of every SA-1B image under ``url`` (``split`` only labels the records)."""
+def iter_sa1b(
+    url: str, *, split: str | None = None, select: Callable[[str], bool] | None = None
+) -> Iterator[VideoRecord]:
+    """Records of every SA-1B image under ``url`` (``split`` only labels the records;
+    ``select`` filters on the image stem, the record's id)."""
     for stem, folder in list_sa1b_images(url):
+        if select is not None and not select(stem):
+            continue
         rec = read_sa1b_image(folder, stem)
         if split is not None:
             rec.split = split

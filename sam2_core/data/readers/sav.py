@@ -18,7 +18,7 @@ Object ids are SA-V's ``masklet_id`` values (JSON) or the ``<obj>`` folder numbe
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sam2_core import storage
@@ -254,10 +254,18 @@ def read_raw_video(
 
 
 def iter_sav_raw(
-    url: str, *, annotations: str = "manual", split: str | None = None, frames: str = "annotated"
+    url: str,
+    *,
+    annotations: str = "manual",
+    split: str | None = None,
+    frames: str = "annotated",
+    select: Callable[[str], bool] | None = None,
 ) -> Iterator[VideoRecord]:
-    """Records of every ``<vid>.mp4`` under ``url`` (split filters on the JSON's video_split)."""
+    """Records of every ``<vid>.mp4`` under ``url`` (split filters on the JSON's video_split;
+    ``select`` on the id, before anything of the video is read)."""
     for vid, mp4 in list_raw_videos(url):
+        if select is not None and not select(vid):
+            continue
         rec = read_raw_video(vid, mp4, annotations=annotations, frames=frames)
         if split is None or rec.split == split:
             yield rec
@@ -349,9 +357,14 @@ def _png_objects(mask_dir: str, frames: set[int]) -> tuple[dict[int, VideoObject
 
 
 def iter_sav_frames(
-    url: str, *, annotations: str = "manual", split: str | None = None
+    url: str,
+    *,
+    annotations: str = "manual",
+    split: str | None = None,
+    select: Callable[[str], bool] | None = None,
 ) -> Iterator[VideoRecord]:
-    """Records of the SA-V val/test frame layout (or extract output: only completed videos)."""
+    """Records of the SA-V val/test frame layout (or extract output: only completed videos;
+    ``select`` filters on the id)."""
     vids = [
         n for n, d in list_entries(storage.join(url, FRAMES_DIR)) if d and not n.startswith(".")
     ]
@@ -361,6 +374,8 @@ def iter_sav_frames(
     if split is not None:
         wanted = set(_split_ids(url, split))
         vids = [v for v in vids if v in wanted]
+    if select is not None:
+        vids = [v for v in vids if select(v)]
     for vid in vids:
         rec = read_frames_video(url, vid, annotations=annotations)
         if split is not None:

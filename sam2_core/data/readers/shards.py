@@ -7,6 +7,12 @@ Layout of a shard directory ``DST``::
     DST/index.parquet             one row per video: where its rows are, its objects, its split
     DST/manifest.json             written LAST: row counts, sizes and sha256 of every file
 
+A partitioned write (:func:`sam2_core.data.prep.shard_writer.write_shard_partition`, one call per
+partition, possibly on different machines) names its files ``shard-pPPPP-of-NNNN-00000.parquet``
+and leaves ``DST/_partitions/pPPPP-of-NNNN.json``; the commit
+(:func:`sam2_core.data.prep.shard_commit.commit_shards`) then writes ``index.parquet`` and
+``manifest.json`` as above. Readers only ever look at ``manifest.json`` and ``index.parquet``.
+
 Frame table columns: ``video_id`` string, ``frame_index`` int32 (original frame number),
 ``height``/``width`` int32, ``image`` binary (the JPEG bytes exactly as stored: no re-encode,
 no compression, PLAIN encoding, no dictionary, no statistics) and ``objects``
@@ -15,7 +21,8 @@ on that frame; the size is the frame's).
 
 Row groups are the unit of random access: a training clip reads the row groups that hold its
 frames (one ranged read per row group, only the columns it needs). A video never spans two
-shard files and a shard never mixes splits.
+shard files and a shard never mixes splits, except the one a partitioned commit may mark
+``mixed`` (see ``commit_shards``); readers select videos by the index, never by shard file.
 
 Nothing partial is ever accepted: :meth:`ShardIndex.open` refuses a directory without
 ``manifest.json`` or whose files disagree with it.
@@ -26,7 +33,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import posixpath
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -76,8 +83,22 @@ INDEX_SCHEMA = pa.schema(
 )
 
 
-def shard_name(i: int) -> str:
+#: partition manifests of a partitioned write (merged by the commit into manifest.json + index)
+PARTITIONS_DIR = "_partitions"
+PARTITION_FORMAT = "sam2kf-frame-shards-partition"
+
+
+def shard_name(i: int, *, partition_label: str = "") -> str:
+    """``shard-00000.parquet``; a partition's own files carry its label
+    (``shard-p0002-of-0003-00000.parquet``), so partitions never write the same name."""
+    if partition_label:
+        return f"shard-{partition_label}-{i:05d}.parquet"
     return f"shard-{i:05d}.parquet"
+
+
+def partition_manifest_name(partition_label: str) -> str:
+    """Path (relative to the dataset folder) of a partition's manifest, its completion marker."""
+    return f"{PARTITIONS_DIR}/{partition_label}.json"
 
 
 # ----------------------------------------------------------------------------- manifest/index
@@ -146,6 +167,39 @@ class VideoEntry:
     width: int
     image_bytes: int
     content_hash: str
+
+
+@dataclass
+class PartitionManifest:
+    """``_partitions/pPPPP-of-NNNN.json``: one partition's shards and index rows, written last.
+
+    ``reader_splits`` records the videos whose reader set a split other than ``train`` (the
+    commit needs them to apply the at-least-one-``val`` rule exactly as a single pass would).
+    """
+
+    partition: int
+    num_partitions: int
+    params: dict[str, Any]
+    shards: list[ShardInfo]
+    videos: list[VideoEntry]
+    reader_splits: dict[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    format: str = PARTITION_FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], *, source: str = "") -> PartitionManifest:
+        try:
+            kw = {k: v for k, v in obj.items() if k not in ("shards", "videos")}
+            return cls(
+                shards=[ShardInfo(**s) for s in obj["shards"]],
+                videos=[VideoEntry(**v) for v in obj["videos"]],
+                **kw,
+            )
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"{source}: malformed partition manifest ({exc})") from exc
 
 
 class ShardIndex:
@@ -311,7 +365,9 @@ class ShardReader:
         self._open.clear()
 
 
-def iter_shard_videos(url: str, *, split: str | None = None) -> Iterator[VideoRecord]:
+def iter_shard_videos(
+    url: str, *, split: str | None = None, select: Callable[[str], bool] | None = None
+) -> Iterator[VideoRecord]:
     """Yield the videos of a shard directory as :class:`VideoRecord` (images read lazily).
 
     Masks come back as :class:`RleMask` (decoded only when asked for). Each record reads its
@@ -320,7 +376,8 @@ def iter_shard_videos(url: str, *, split: str | None = None) -> Iterator[VideoRe
     index = ShardIndex.open(url)
     reader = ShardReader(url, index.manifest, max_open=2)
     for entry in index.select(split):
-        yield _record(entry, reader, url)
+        if select is None or select(entry.video_id):
+            yield _record(entry, reader, url)
 
 
 def _record(entry: VideoEntry, reader: ShardReader, url: str) -> VideoRecord:
