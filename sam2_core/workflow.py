@@ -35,7 +35,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,7 +47,9 @@ from sam2_core.data.readers.shards import MANIFEST, ShardIndex
 from sam2_core.eval.vos import evaluate_model
 from sam2_core.launch.engines import Engine, make_engine
 from sam2_core.launch.spec import JobRun, LaunchSpec, forwarded_env
+from sam2_core.model import released
 from sam2_core.registry import ModelRecord, Registry
+from sam2_core.train.config import load_train_config
 
 REMOTE_SCHEMES = ("gs://", "s3://", "minio://", "gcs://")
 #: value of ``init_checkpoint`` / ``model_uri`` meaning "the registry's champion"
@@ -217,18 +219,39 @@ def shard_videos(
 
 
 # --------------------------------------------------------------------------------------- train
-def resolve_checkpoint(init_checkpoint: str, registry_uri: str) -> str:
-    """``""`` -> no checkpoint; ``"champion"`` -> the registry champion's model (or none yet)."""
+def resolve_checkpoint(init_checkpoint: str, registry_uri: str, *, model_name: str = "") -> str:
+    """``""`` -> no checkpoint; ``"champion"`` -> the registry champion's model, or before the
+    first promotion Meta's released checkpoint of ``model_name``'s size (``"released"``; the
+    initial weights for a model without released weights, such as ``tiny``)."""
     if init_checkpoint != CHAMPION:
         return init_checkpoint
     champ = Registry(registry_uri).champion() if registry_uri else None
     if champ is None:
+        release = released.for_model(model_name)
+        if release is not None:
+            print(
+                f"[train] no champion in the registry yet: starting from Meta's released {release.name}"
+            )
+            return released.RELEASED_FOR_MODEL
         print("[train] no champion in the registry yet: starting from the model's initial weights")
         return ""
     print(
         f"[train] warm start from champion {champ.model_uri} (run {champ.run_id}, J&F {champ.jf:.2f})"
     )
     return champ.model_uri
+
+
+def checkpoint_cache(*, storage_root: str = "", registry_uri: str = "") -> str:
+    """Where the pipeline keeps released checkpoints: ``$SAM2KF_CHECKPOINT_CACHE``, else next to
+    the run's storage (``<storage_root>/cache/checkpoints`` or ``<registry>/cache/checkpoints``),
+    so a cluster downloads each file once and the training pods read it from there."""
+    if os.environ.get(released.CACHE_ENV):
+        return os.environ[released.CACHE_ENV]
+    if storage_root:
+        return storage.join(storage_root, "cache", "checkpoints")
+    if registry_uri:
+        return storage.join(registry_uri, "cache", "checkpoints")
+    return released.default_cache()
 
 
 def training_run(
@@ -238,16 +261,20 @@ def training_run(
     output_dir: str,
     model_name: str = "",
     checkpoint: str | None = None,
+    model_overrides: Sequence[str] = (),
     max_steps: int = 0,
 ) -> JobRun:
     """One training run: its id and its ``sam2kf train`` overrides (keys fixed in CONTRACTS.md).
 
     ``model_name=""`` and ``checkpoint=None`` leave model and weights to the experiment and
     the spec's overrides; ``checkpoint=""`` means none (random initial weights).
+    ``model_overrides`` (relative to the model node) are what the checkpoint's architecture
+    needs, e.g. the SAM 2.0 flags of a SAM 2.0 file.
     """
     args = [f"model={model_name}"] if model_name else []
     if checkpoint is not None:
         args.append(f"model.checkpoint={checkpoint or 'null'}")
+    args += [f"model.{o}" for o in model_overrides]
     args += [f"data.shards={shards_url}", f"trainer.output_dir={output_dir}"]
     if max_steps > 0:
         args.append(f"trainer.max_steps={max_steps}")
@@ -279,17 +306,31 @@ def launch_training(
     # Storage endpoints the launcher sees are what the training processes need as well.
     spec = dataclasses.replace(spec, env={**forwarded_env(os.environ), **spec.env})
     out_dir = output_url(model, storage_root=storage_root, key=f"runs/{run_id}/train")
-    checkpoint = (
-        None if init_checkpoint is None else resolve_checkpoint(init_checkpoint, registry_uri)
-    )
+    checkpoint: str | None = None
+    init: released.ResolvedCheckpoint | None = None
+    if init_checkpoint is not None:
+        # A released checkpoint is fetched here, once, into the run's storage: the training
+        # pods then load a plain file (no download per rank, no internet on the workers).
+        init = released.resolve_checkpoint(
+            resolve_checkpoint(init_checkpoint, registry_uri, model_name=model_name),
+            model=model_name or None,
+            cache=checkpoint_cache(storage_root=storage_root, registry_uri=registry_uri),
+        )
+        if init.release is not None:
+            print(f"[train] initial weights: {init.describe()}")
+        checkpoint = init.path
     run = training_run(
         run_id=run_id,
         shards_url=input_url(shards),
         output_dir=out_dir,
         model_name=model_name,
         checkpoint=checkpoint,
+        model_overrides=init.overrides if init is not None else (),
         max_steps=max_steps,
     )
+    # The overrides (pipeline parameter, ConfigMap) are checked here, before any pod starts: a
+    # typo, an out-of-range value or a `_target_` outside the model's own classes is one line.
+    load_train_config(spec.train_args(run.train_args))
     print(
         f"[train] engine={spec.engine} nodes={spec.num_nodes} x {spec.nproc_per_node} procs; "
         f"output {out_dir}"
@@ -305,6 +346,9 @@ def launch_training(
             "tensorboard": storage.join(out_dir, "tensorboard"),
             "checkpoints": storage.join(out_dir, "checkpoints"),
             "run_id": run_id,
+            # what the run started from, for the registry's record of the promotion
+            "init_checkpoint": (init.release.name if init.release else init.path) if init else "",
+            "init_checkpoint_sha256": (init.sha256 or "") if init else "",
         }
     )
     return final

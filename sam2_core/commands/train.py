@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"sam2kf train: {e}", file=sys.stderr)
         return 2
+    from sam2_core.download import DownloadError
     from sam2_core.eval.vos import validate_in_memory
     from sam2_core.train.trainer import run_training
 
@@ -65,5 +66,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:  # e.g. the output folder holds a different or finished run
         print(f"sam2kf train: {e}", file=sys.stderr)
         return 2
+    except DownloadError as e:  # a released checkpoint could not be fetched
+        print(f"sam2kf train: {e}", file=sys.stderr)
+        return 1
     print(json.dumps(summary, default=str))
     return 0
