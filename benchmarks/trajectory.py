@@ -185,7 +185,11 @@ def run_ours(
         # uses the fused kernel. Same groups and hyper-parameters, only the implementation.
         groups = [{"params": g["params"], "name": g["name"]} for g in optim.optimizer.param_groups]
         optim.optimizer = torch.optim.AdamW(
-            groups, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, fused=False, foreach=False
+            groups,
+            betas=(cfg.optim.betas[0], cfg.optim.betas[1]),
+            eps=cfg.optim.eps,
+            fused=False,
+            foreach=False,
         )
         optim.set_progress(0.0)
     loss_fn = MultiStepMultiMasksAndIous.from_config(cfg.loss)

@@ -98,7 +98,7 @@ class Recorder:
     """Wraps the click samplers imported by ``training.model.sam2`` to log their results."""
 
     def __init__(self) -> None:
-        self.init: list[dict[str, torch.Tensor]] = []
+        self.init: list[dict[str, Any]] = []
         self.corr: list[dict[str, Any]] = []
         self.in_prepare = False
         self.decisions: dict[str, Any] = {}
