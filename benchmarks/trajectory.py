@@ -380,6 +380,12 @@ def main() -> int:
         help="ours with torch.optim.AdamW's per-tensor loop (Meta's CPU default) instead of the "
         "fused kernel our optimizer picks: isolates the forward/backward from the update's rounding",
     )
+    ap.add_argument(
+        "--noise-floor",
+        action="store_true",
+        help="also run ours a second time with 2 torch threads (another float summation order) "
+        "and compare ours with ours: the part of the ours-vs-Meta distance that is rounding",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads on both sides")
     ap.add_argument("--seed", type=int, default=0, help="initial weights")
     ap.add_argument("--show-groups", action="store_true", help="lr of every group every step")
@@ -431,6 +437,32 @@ def main() -> int:
     )
     t_ours = time.perf_counter() - t0
     rep = compare(meta, ours, init)
+    if args.noise_floor:
+        torch.set_num_threads(2 if args.threads == 1 else 1)
+        again = run_ours(
+            model_name=args.model,
+            res=res,
+            state_dict=init,
+            batches=batches,
+            meta_steps=meta["steps"],
+            lr_scale=args.lr_scale,
+            plain_adamw=args.plain_adamw,
+        )
+        torch.set_num_threads(args.threads)
+        # "ours" in the role of the reference: same structure as Meta's record
+        as_ref = {
+            "groups": list(ours["groups"].values()),
+            "steps": [
+                {**m, "losses": o["losses"], "grad_norm": o["grad_norm"],
+                 "lr": [o["lr"][n] for n in ours["groups"]],
+                 "wd": [o["wd"][n] for n in ours["groups"]]}
+                for m, o in zip(meta["steps"], ours["steps"])
+            ],
+            "final_state_dict": ours["final_state_dict"],
+        }  # fmt: skip
+        floor = compare(as_ref, again, init)
+        rep["noise_floor"] = {k: v for k, v in floor.items() if k not in ("per_step", "per_param")}
+        rep["noise_floor"]["per_param"] = floor["per_param"]
     print(
         f"{args.model} {res} px, {args.frames} frames, {args.objects} objects, {args.steps} steps, "
         f"lr x{args.lr_scale:g}; Meta {meta['optimizer']} (torch {meta['torch']}) {t_meta:.0f} s, "
@@ -443,6 +475,23 @@ def main() -> int:
         and rep["loss_max_rel"] <= LOSS_RTOL
         and rep["params"]["total"]["rel"] <= PARAM_RTOL
     )
+    if args.noise_floor:
+        f = rep["noise_floor"]
+        print(
+            f"noise floor (ours, {args.threads} vs {2 if args.threads == 1 else 1} threads): "
+            f"losses max rel {f['loss_max_rel']:.2e}; final parameters rel "
+            f"{f['params']['total']['rel']:.2e}, relative to the update "
+            f"{f['params']['total']['rel_to_update']:.2e}; worst tensor "
+            f"{f['params']['max_param_rel']['name']} {f['params']['max_param_rel']['rel']:.2e}"
+        )
+        for name in (
+            rep["params"]["max_param_rel"]["name"],
+            rep["params"]["max_param_rel_to_update"]["name"],
+        ):
+            print(
+                f"  {name}: ours vs Meta rel {rep['per_param'][name]['rel']:.2e}, ours vs ours "
+                f"{f['per_param'][name]['rel']:.2e}"
+            )
     print("TARGETS MET" if ok else "TARGETS NOT MET (see above)")
     if args.json:
         rep["args"] = vars(args)
