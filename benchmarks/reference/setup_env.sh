@@ -18,6 +18,9 @@ command -v "$PY" >/dev/null || PY=python3
 "$DIR/bin/pip" install -q "torch==2.13.0"
 "$DIR/bin/pip" install -q "numpy<3" "hydra-core>=1.3.2" "iopath>=0.1.10" "pillow>=9.4.0" \
   "tqdm>=4.66.1" "tensordict==0.15.3" tensorboard "torch==2.13.0"
+# fvcore: the lr/weight-decay schedulers of the official optimizer (training.optimizer's
+# construct_optimizer, used by benchmarks/trajectory.py); the version Meta's trainer was run with.
+"$DIR/bin/pip" install -q "fvcore==0.1.5.post20221221" "torch==2.13.0"
 mkdir -p "$DIR/src"
 # sam2 1.1.0 is only published as an sdist whose build needs torch: prepare its metadata with
 # the torch installed above (no isolated build env, which would look for torch on its own).
