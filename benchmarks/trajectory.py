@@ -158,7 +158,7 @@ def run_ours(
     plain_adamw: bool = False,
 ) -> dict[str, Any]:
     """Our trajectory on the same batches/weights/clicks (this process)."""
-    from sam2_core.data.collate import BatchedVideo
+    from sam2_core.data.loader.collate import BatchedVideo
     from sam2_core.model.build import build_model
     from sam2_core.train.config import load_train_config
     from sam2_core.train.losses import MultiStepMultiMasksAndIous

@@ -132,7 +132,7 @@ def _our_train_model(spec: dict[str, Any], dev: torch.device, *, dropout: bool =
 
 
 def _our_batch(b: dict[str, Any], dev: torch.device) -> Any:
-    from sam2_core.data.collate import BatchedVideo
+    from sam2_core.data.loader.collate import BatchedVideo
 
     return BatchedVideo(**b).to(dev)
 
