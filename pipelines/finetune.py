@@ -22,6 +22,7 @@ from components.extract import extract_frames
 from components.promote import promote_model
 from components.shard import shard_dataset
 from components.train import train_model
+from sam2_core.launch.images import ImageSettings
 from sam2_core.launch.spec import LaunchSpec, storage_secret_env
 
 PIPELINE_NAME = "sam2-finetune"
@@ -62,6 +63,9 @@ class ClusterSettings:
     eval_timeout_s: int = 6 * 3600
     launcher_timeout_s: int = 7 * 24 * 3600
     data_retries: int = 3
+    #: Repository and tag of every step's image and of the training pods' default image
+    #: (``sam2kf compile --image-repo/--image-tag``, ``$SAM2KF_IMAGE_REPO``/``$SAM2KF_IMAGE_TAG``).
+    images: ImageSettings = field(default_factory=ImageSettings)
     #: The training pods' own launch settings (namespace, image, service account, CPU, memory,
     #: ...; see :mod:`sam2_core.launch.spec`). Its PVC, secrets, node selector and tolerations,
     #: when empty, are the ones above; run-time parameters fill in the rest.
@@ -76,8 +80,13 @@ def launch_parameter(s: ClusterSettings, **run_time: Any) -> dict[str, Any]:
     KFP substitutes inside the dict when the step starts.
     """
     t = s.train
+    # The training pods follow the image setting unless --train-image names another image.
+    image = s.images.retarget(t.image) if t.image else ""
+    if not image and not s.images.is_default:
+        image = s.images.ref("train")
     spec = dataclasses.replace(
         t,
+        image=image,
         pvc_claim=t.pvc_claim or s.pvc_claim,
         pvc_mount_path=t.pvc_mount_path if t.pvc_claim else s.pvc_mount_path,
         secret_env=t.secret_env or storage_secret_env(s.storage_secret),
@@ -132,6 +141,13 @@ def _gpu(task: dsl.PipelineTask, s: ClusterSettings) -> None:
                 task, label_key="nvidia.com/gpu.product", label_value=s.eval_gpu_product
             )
         _placement(task, s)
+
+
+def _image(task: dsl.PipelineTask, images: ImageSettings) -> None:
+    # A component's base image is fixed when it is defined; the task holds its own copy of the
+    # container spec, which is what the compiler writes into the executor.
+    if task.container_spec is not None:
+        task.container_spec.image = images.retarget(task.container_spec.image)
 
 
 def build_pipeline(settings: ClusterSettings | None = None) -> Any:
@@ -265,6 +281,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Any:
         kubernetes.set_timeout(promote, 3600)
         for task in (extract, shard, train, challenger, champion, promote):
             _storage(task, s)
+            _image(task, s.images)
 
     return sam2_finetune
 
