@@ -209,14 +209,24 @@ def configmap_yaml(overlay: Overlay) -> str:
     return header + _dump(cm)
 
 
-#: Launcher permissions on a Trainer v2 cluster (the base Role holds the PyTorchJob ones).
+#: Launcher permissions on a Trainer v2 cluster (the base Role holds the PyTorchJob ones):
+#: TrainJobs, their pods and logs, and ``get`` on the one runtime the overlays name (the launcher
+#: checks that it exists before creating a job). The stock ClusterTrainingRuntime is
+#: cluster-scoped: naming it instead needs a ClusterRole with ``get`` on
+#: ``clustertrainingruntimes`` (README, "Run on Kubernetes").
 TRAINER_ROLE_RULES = [
     {
         "apiGroups": ["trainer.kubeflow.org"],
         "resources": ["trainjobs"],
-        "verbs": ["create", "get", "list", "watch", "delete"],
+        "verbs": ["create", "get", "delete"],
     },
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {
+        "apiGroups": ["trainer.kubeflow.org"],
+        "resources": ["trainingruntimes"],
+        "resourceNames": [LaunchSpec().runtime],
+        "verbs": ["get"],
+    },
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
 ]
 

@@ -46,9 +46,9 @@ EXPECTED_ROLE_RULES = [
     {
         "apiGroups": ["kubeflow.org"],
         "resources": ["pytorchjobs"],
-        "verbs": ["create", "get", "list", "watch", "delete"],
+        "verbs": ["create", "get", "delete"],
     },
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
 ]
 
@@ -386,3 +386,75 @@ def test_data_job_program_writes_shards_and_keeps_them(tmp_path: Path) -> None:
     first = manifest.read_bytes()
     assert sam2kf(argv) == 0  # a re-run keeps the finished shard set
     assert manifest.read_bytes() == first
+
+
+# ----------------------------------------------------- the launcher's requests against its Role
+def _permissions(requests: list[tuple[str, str]]) -> set[tuple[str, str, str, str]]:
+    """(apiGroup, resource, verb, name) of each resource request; discovery (non-resource URLs
+    under /apis/<group>/<version>, granted to every authenticated user) is left out."""
+    out = set()
+    for method, path in requests:
+        parts = path.strip("/").split("/")
+        group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+        if not rest:
+            continue
+        if rest[0] == "namespaces":
+            rest = rest[2:]
+        resource, name = rest[0], rest[1] if len(rest) > 1 else ""
+        if len(rest) > 2:
+            resource += "/" + rest[2]
+        verb = {"POST": "create", "DELETE": "delete"}.get(method) or ("get" if name else "list")
+        out.add((group, resource, verb, name))
+    return out
+
+
+def _granted(rules: list[dict[str, Any]], perm: tuple[str, str, str, str]) -> bool:
+    group, resource, verb, name = perm
+    return any(
+        group in r["apiGroups"]
+        and resource in r["resources"]
+        and verb in r["verbs"]
+        and (not r.get("resourceNames") or name in r["resourceNames"])
+        for r in rules
+    )
+
+
+@pytest.mark.parametrize("trainer", [False, True], ids=["pytorchjob", "trainjob"])
+def test_role_is_exactly_what_the_launcher_calls(overlay: str, trainer: bool) -> None:
+    """Replay the launcher (engine=auto, a run to success and one to timeout) against the
+    loopback API: every request is granted by the overlay's Role, every grant is used."""
+    import dataclasses
+    import io
+
+    from sam2_core.launch.engines import make_engine
+    from sam2_core.launch.launcher import JobTimeout
+    from sam2_core.launch.render_manifests import trainer_spec
+    from sam2_core.launch.spec import JobRun
+
+    from .launcher_stub import ApiState, FakeApiServer
+
+    objs = _trainer_objs(overlay) if trainer else _objs(overlay)
+    (role,) = by_kind(objs, "Role")
+    spec = trainer_spec(OVERLAYS[overlay]) if trainer else OVERLAYS[overlay].spec()
+    run = JobRun(run_id="r1", train_args=["data.shards=/data/s", "trainer.output_dir=/data/o"])
+    used: set[tuple[str, str, str, str]] = set()
+    for script, hours in ((["Created", "Running", "Succeeded"], 0.0), (["Running"], 0.1 / 3600)):
+        state = ApiState(script=script, served={"trainjobs" if trainer else "pytorchjobs"})
+        with FakeApiServer(state) as api:
+            engine = make_engine(
+                "auto", api_client=api.api_client(), out=io.StringIO(), poll_interval_s=0.02
+            )
+            try:
+                engine.run(dataclasses.replace(spec, engine="auto", timeout_hours=hours), run)
+            except JobTimeout:
+                assert hours
+        used |= _permissions(state.requests)
+    for perm in sorted(used):
+        assert _granted(role["rules"], perm), f"the Role does not grant {perm}"
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    assert any((g, res, v) == (group, resource, verb) for g, res, v, _ in used), (
+                        f"the Role grants {verb} {resource} ({group!r}), which the launcher never uses"
+                    )
