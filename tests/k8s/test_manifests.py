@@ -18,6 +18,7 @@ from sam2_core.launch.pytorchjob import render_pytorchjob
 from sam2_core.launch.render_manifests import (
     CONFIGMAP_NAME,
     OVERLAYS,
+    PVC_CLAIM,
     TRAINER_ROLE_RULES,
     rendered_files,
     trainer_overlay_name,
@@ -32,16 +33,9 @@ from sam2_core.launch.validate import (
 
 from .k8s_helpers import K8S_VERSION, MANIFESTS, OVERLAY_NAMES, by_kind, crd_path, kustomize
 
-CORE_KINDS = {
-    "Namespace",
-    "ServiceAccount",
-    "Role",
-    "RoleBinding",
-    "PersistentVolumeClaim",
-    "ConfigMap",
-    "Job",
-    "CronJob",
-}
+CORE_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Job", "CronJob"}
+#: What manifests/storage/<overlay> holds (and no workload overlay may: `delete -k` spares it).
+STORAGE_KINDS = {"Namespace", "PersistentVolumeClaim"}
 EXPECTED_ROLE_RULES = [
     {
         "apiGroups": ["kubeflow.org"],
@@ -76,12 +70,8 @@ def test_overlay_has_every_kind_in_its_namespace(overlay: str) -> None:
     kinds = sorted(o["kind"] for o in objs)
     assert kinds == sorted([*CORE_KINDS, "ServiceAccount", "PyTorchJob"])
     ns = OVERLAYS[overlay].namespace
-    (namespace,) = by_kind(objs, "Namespace")
-    assert namespace["metadata"]["name"] == ns
-    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     for o in objs:
-        if o["kind"] != "Namespace":
-            assert o["metadata"]["namespace"] == ns, o["metadata"]["name"]
+        assert o["metadata"]["namespace"] == ns, o["metadata"]["name"]
     assert not by_kind(objs, "ClusterRole") and not by_kind(objs, "ClusterRoleBinding")
 
 
@@ -152,9 +142,53 @@ def test_images_are_pinned_to_the_package_version(overlay: str) -> None:
                 assert c["image"] in allowed, (where, c["image"])
 
 
-def test_pvc_is_read_write_many(overlay: str) -> None:
-    (pvc,) = by_kind(_objs(overlay), "PersistentVolumeClaim")
+def _storage(overlay: str) -> list[dict[str, Any]]:
+    return kustomize(MANIFESTS / "storage" / overlay)
+
+
+def test_storage_holds_the_namespace_and_an_rwx_pvc_with_a_storage_class(overlay: str) -> None:
+    import kubernetes_validate
+
+    objs = _storage(overlay)
+    assert sorted(o["kind"] for o in objs) == sorted(STORAGE_KINDS)
+    for o in objs:
+        kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+    ns = OVERLAYS[overlay].namespace
+    (namespace,) = by_kind(objs, "Namespace")
+    assert namespace["metadata"]["name"] == ns
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    (pvc,) = by_kind(objs, "PersistentVolumeClaim")
+    assert pvc["metadata"]["namespace"] == ns
+    assert pvc["metadata"]["name"] == PVC_CLAIM == OVERLAYS[overlay].spec().pvc_claim
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert (
+        pvc["spec"]["resources"]["requests"]["storage"] == {"dev": "20Gi", "prod": "2Ti"}[overlay]
+    )
+    # the one storage-class setting: a documented placeholder in storage-class.yaml
+    setting = MANIFESTS / "storage" / overlay / "storage-class.yaml"
+    cls = yaml.safe_load(setting.read_text())["spec"]["storageClassName"]
+    assert cls and pvc["spec"]["storageClassName"] == cls
+    assert (
+        "kubectl get storageclass" in setting.read_text() and "ReadWriteMany" in setting.read_text()
+    )
+
+
+@pytest.mark.parametrize("trainer", [False, True], ids=["pytorchjob", "trainjob"])
+def test_delete_k_of_an_overlay_spares_the_data(overlay: str, trainer: bool) -> None:
+    """`kubectl delete -k` deletes what the kustomization renders: no workload overlay renders
+    the PVC or the namespace (which would take its PVCs along), yet every pod mounts that PVC."""
+    objs = _trainer_objs(overlay) if trainer else _objs(overlay)
+    assert not [o for o in objs if o["kind"] in STORAGE_KINDS]
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for o in objs
+        for _, pod in pod_specs_of(o)
+        for v in pod.get("volumes", [])
+        if "persistentVolumeClaim" in v
+    }
+    assert claims == {PVC_CLAIM}
+    (pvc,) = by_kind(_storage(overlay), "PersistentVolumeClaim")
+    assert pvc["metadata"]["name"] == PVC_CLAIM
 
 
 def test_cronjob_schedule_policy(overlay: str) -> None:
@@ -340,8 +374,7 @@ def test_trainer_overlay_swaps_the_pytorchjob_for_a_runtime_and_trainjob(
     assert kinds == sorted([*CORE_KINDS, "ServiceAccount", "TrainingRuntime", "TrainJob"])
     ns = OVERLAYS[overlay].namespace
     for o in objs:
-        if o["kind"] != "Namespace":
-            assert o["metadata"]["namespace"] == ns, o["metadata"]["name"]
+        assert o["metadata"]["namespace"] == ns, o["metadata"]["name"]
         if o["kind"] in CORE_KINDS:
             kubernetes_validate.validate(o, K8S_VERSION, strict=True)
     (runtime,) = by_kind(objs, "TrainingRuntime")
