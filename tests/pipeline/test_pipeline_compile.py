@@ -13,10 +13,12 @@ from pipelines.compile import (
     compile_pipeline,
     validate_manifests,
 )
-from pipelines.finetune import STEP_NAMES, ClusterSettings
+from pipelines.finetune import RUN_FORM_LAUNCH, STEP_NAMES, ClusterSettings
 from sam2_core import __version__
 from sam2_core.cli import main
 from sam2_core.launch.images import IMAGE_REPO_ENV, IMAGE_TAG_ENV, ImageSettings
+from sam2_core.launch.render_manifests import OVERLAYS
+from sam2_core.launch.spec import LaunchSpec
 
 # Golden structure: task -> upstream tasks (inside the "new-videos" condition except extract).
 GOLDEN_DAG = {
@@ -248,3 +250,34 @@ def test_default_images_leave_the_launch_spec_alone(
 def test_bad_image_settings_are_refused(repo: str, tag: str) -> None:
     with pytest.raises(SystemExit, match="--image-repo/--image-tag"):
         main(["compile", "-o", "/dev/null", "--image-repo", repo, "--image-tag", tag])
+
+
+def test_run_form_launch_defaults_agree_with_the_launch_spec_or_are_listed(
+    compiled: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    """Each run-form parameter that feeds the launch spec defaults to the spec's default, except
+    the deliberate differences listed in RUN_FORM_LAUNCH (the prod overlay's shape)."""
+    _, docs = compiled
+    params = docs[0]["root"]["inputDefinitions"]["parameters"]
+    spec = LaunchSpec()
+    form_to_spec = {
+        "launcher_backend": "engine",
+        "num_nodes": "num_nodes",
+        "nproc_per_node": "nproc_per_node",
+        "gpus_per_process": "gpus_per_process",
+        "train_timeout_hours": "timeout_hours",
+        "experiment": "experiment",
+    }
+    for form, field_name in form_to_spec.items():
+        expected = RUN_FORM_LAUNCH.get(field_name, getattr(spec, field_name))
+        assert params[form]["defaultValue"] == expected, form
+    differs = {f for f in form_to_spec.values() if f in RUN_FORM_LAUNCH}
+    assert differs == set(RUN_FORM_LAUNCH)
+    for name in RUN_FORM_LAUNCH:
+        assert RUN_FORM_LAUNCH[name] != getattr(spec, name), f"{name}: no difference to list"
+    prod = OVERLAYS["prod"].spec()
+    assert (prod.num_nodes, prod.nproc_per_node, prod.gpus_per_process) == (
+        RUN_FORM_LAUNCH["num_nodes"],
+        RUN_FORM_LAUNCH["nproc_per_node"],
+        RUN_FORM_LAUNCH["gpus_per_process"],
+    )
