@@ -13,6 +13,7 @@ fails when the committed files differ from what this module renders.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from sam2_core import image_ref
+from sam2_core.launch.images import IMAGE_REPO_ENV, IMAGE_TAG_ENV, ImageSettings
 from sam2_core.launch.pytorchjob import render_pytorchjob
 from sam2_core.launch.spec import JobRun, LaunchSpec
 from sam2_core.launch.trainjob import render_training_runtime, render_trainjob
@@ -46,10 +48,13 @@ class Overlay:
     overrides: list[str]
     retrain: dict[str, Any] = field(default_factory=dict)
     output_dir: str = "/data/runs/finetune"
+    #: Repository and tag of the images (``--image-repo/--image-tag`` of this module's CLI).
+    images: ImageSettings = field(default_factory=ImageSettings)
 
     def spec(self) -> LaunchSpec:
         """The overlay's launch spec (the one-off job's namespace; scheduled runs use theirs)."""
-        return LaunchSpec(namespace=self.namespace, overrides=list(self.overrides), **self.job)
+        job = {**self.job, "image": self.images.retarget(self.job["image"])}
+        return LaunchSpec(namespace=self.namespace, overrides=list(self.overrides), **job)
 
     def one_off_run(self) -> JobRun:
         """The one-off fine-tuning job: waits for the data Job's shards, then trains on them."""
@@ -339,10 +344,12 @@ def trainer_kustomization_yaml(overlay: Overlay) -> str:
     return header + _dump(kustomization)
 
 
-def rendered_files(root: Path) -> dict[Path, str]:
-    """{path: text} of every generated file under ``root`` (the ``manifests`` folder)."""
+def rendered_files(root: Path, *, images: ImageSettings | None = None) -> dict[Path, str]:
+    """{path: text} of every generated file under ``root`` (the ``manifests`` folder), its
+    images in ``images`` (default: the released, versioned names)."""
     out: dict[Path, str] = {}
-    for name, overlay in OVERLAYS.items():
+    for name, base in OVERLAYS.items():
+        overlay = dataclasses.replace(base, images=images or ImageSettings())
         d = root / "overlays" / name
         out[d / "pytorchjob.yaml"] = pytorchjob_yaml(overlay)
         out[d / "train-config.yaml"] = configmap_yaml(overlay)
@@ -364,9 +371,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--root", type=Path, default=default_root(), help="manifests folder")
     parser.add_argument("--check", action="store_true", help="only report out-of-date files")
+    parser.add_argument(
+        "--image-repo",
+        default="",
+        help=f"image repository of the generated jobs, runtimes and ConfigMaps (default "
+        f"${IMAGE_REPO_ENV}, else {ImageSettings().repository}); then point the base's Job and "
+        "CronJob at it with `kustomize edit set image` (README)",
+    )
+    parser.add_argument(
+        "--image-tag",
+        default="",
+        help=f"image tag without -data/-train (default ${IMAGE_TAG_ENV}, else the version)",
+    )
     args = parser.parse_args(argv)
+    try:
+        images = ImageSettings.from_env(repository=args.image_repo, tag=args.image_tag)
+    except ValueError as exc:
+        parser.error(str(exc))
     stale = []
-    for path, text in rendered_files(args.root).items():
+    for path, text in rendered_files(args.root, images=images).items():
         current = path.read_text() if path.exists() else None
         if current == text:
             continue

@@ -491,3 +491,50 @@ def test_role_is_exactly_what_the_launcher_calls(overlay: str, trainer: bool) ->
                     assert any((g, res, v) == (group, resource, verb) for g, res, v, _ in used), (
                         f"the Role grants {verb} {resource} ({group!r}), which the launcher never uses"
                     )
+
+
+# ------------------------------------------------------------------------ your registry, your images
+def _images_in(obj: Any) -> list[str]:
+    """Every ``image`` value in ``obj``, the launch specs inside ConfigMaps included."""
+    if isinstance(obj, dict):
+        found = [v for k, v in obj.items() if k == "image" and isinstance(v, str)]
+        if obj.get("kind") == "ConfigMap":
+            found += [json.loads(v)["image"] for k, v in obj["data"].items() if k == "launch.json"]
+        return found + [i for v in obj.values() for i in _images_in(v)]
+    if isinstance(obj, list):
+        return [i for v in obj for i in _images_in(v)]
+    return []
+
+
+def test_default_images_everywhere_are_the_versioned_names(overlay: str) -> None:
+    allowed = {image_ref(flavour="train"), image_ref(flavour="data")}
+    for objs in (_objs(overlay), _trainer_objs(overlay)):
+        assert set(_images_in(objs)) <= allowed and _images_in(objs)
+
+
+def test_your_registry_reaches_every_image_of_the_overlays(tmp_path: Path) -> None:
+    """The README's two steps: render the generated files with --image-repo/--image-tag, then
+    `kustomize edit set image` for the base's data Job and CronJob (appended here as the
+    `images:` entry that command writes). Afterwards no image of any overlay, the TrainJob's
+    trainer image and the CronJob's launch.json included, is the default one."""
+    import shutil
+
+    from sam2_core.launch.images import ImageSettings
+    from sam2_core.launch.render_manifests import main as render
+
+    repo, tag = "registry.example.com/team/sam2-kubeflow", "abc123"
+    root = tmp_path / "manifests"
+    shutil.copytree(MANIFESTS, root)
+    assert render(["--root", str(root), "--image-repo", repo, "--image-tag", tag]) == 0
+    mine = ImageSettings(repository=repo, tag=tag)
+    for name in [*OVERLAY_NAMES, *(trainer_overlay_name(n) for n in OVERLAY_NAMES)]:
+        k = root / "overlays" / name / "kustomization.yaml"
+        k.write_text(
+            k.read_text()
+            + f"images:\n- name: {ImageSettings().repository}\n  newName: {repo}\n"
+            + f"  newTag: {tag}-data\n"
+        )
+        images = set(_images_in(kustomize(root / "overlays" / name)))
+        assert images and images <= {mine.ref("data"), mine.ref("train")}, (name, images)
+    prod = set(_images_in(kustomize(root / "overlays" / "prod-trainer")))
+    assert mine.ref("train") in prod  # the CUDA image stays the training image
