@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1.7
 # Slim CPU image: data steps (extract, shard), the retraining CronJob and the KFP launcher step,
 # evaluation on CPU, and CPU training of the tiny model (dev overlay). torch 2.13.0 CPU build.
-# Build from the repository root at a version tag (fails if the tag and package version differ):
-#   git checkout v0.1.0
+# Build from the repository root of any checkout (no git tag needed); VERSION must be the
+# package version (sam2_core.__version__), which images/build.sh reads and passes for you:
+#   images/build.sh --only data [--repo REPOSITORY] [--tag TAG] [--push]
+# or by hand, for the default names:
 #   docker build -f images/data.Dockerfile --build-arg VERSION=0.1.0 \
 #       -t ghcr.io/sam2-kubeflow/sam2-kubeflow:0.1.0-data .
 #   docker push ghcr.io/sam2-kubeflow/sam2-kubeflow:0.1.0-data
@@ -21,7 +23,7 @@ COPY components ./components
 COPY pipelines ./pipelines
 RUN python -m build --wheel --outdir /dist . \
  && test -f "/dist/sam2_kubeflow-${VERSION}-py3-none-any.whl" \
- || { echo "package version is not ${VERSION}: build from the matching git tag" >&2; exit 1; }
+ || { echo "package version is not ${VERSION}: pass --build-arg VERSION=<sam2_core.__version__> (images/build.sh does)" >&2; exit 1; }
 # CPU torch first from the PyTorch CPU index (the default index would pull the CUDA build).
 RUN python -m pip download --no-cache-dir --only-binary=:all: --dest /wheels \
         --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \

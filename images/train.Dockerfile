@@ -2,9 +2,10 @@
 # CUDA training image: torch 2.13.0 (CUDA 13.0, cuDNN 9) from the official PyTorch runtime image,
 # plus the sam2-kubeflow wheel built from this checkout. Runs PyTorchJob replicas and TorchX roles
 # (`torchrun --no-python sam2kf train ...`); also evaluation on GPU nodes.
-# Build from the repository root at a version tag (the build fails if the tag and the package
-# version differ):
-#   git checkout v0.1.0
+# Build from the repository root of any checkout (no git tag needed); VERSION must be the
+# package version (sam2_core.__version__), which images/build.sh reads and passes for you:
+#   images/build.sh --only train [--repo REPOSITORY] [--tag TAG] [--push]
+# or by hand, for the default names:
 #   docker build -f images/train.Dockerfile --build-arg VERSION=0.1.0 \
 #       -t ghcr.io/sam2-kubeflow/sam2-kubeflow:0.1.0-train .
 #   docker push ghcr.io/sam2-kubeflow/sam2-kubeflow:0.1.0-train
@@ -23,7 +24,7 @@ COPY components ./components
 COPY pipelines ./pipelines
 RUN python -m build --wheel --outdir /dist . \
  && test -f "/dist/sam2_kubeflow-${VERSION}-py3-none-any.whl" \
- || { echo "package version is not ${VERSION}: build from the matching git tag" >&2; exit 1; }
+ || { echo "package version is not ${VERSION}: pass --build-arg VERSION=<sam2_core.__version__> (images/build.sh does)" >&2; exit 1; }
 
 # ---- stage 2: runtime ---------------------------------------------------------------------------
 FROM pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime AS runtime

@@ -7,12 +7,20 @@ import yaml
 from kfp import compiler
 
 from pipelines.finetune import PIPELINE_NAME, ClusterSettings, build_pipeline
+from sam2_core import launch
 
-#: KFP CRD files (``../shared/k8s-schemas`` in development; any folder holding them works).
+#: KFP CRD files; the package ships them (:data:`PACKAGED_CRD_DIR`), any folder holding them works.
 CRD_FILES = {
     "Pipeline": "pipelines.kubeflow.org_pipelines.yaml",
     "PipelineVersion": "pipelines.kubeflow.org_pipelineversions.yaml",
 }
+#: The KFP CRDs shipped with the package (``sam2_core/launch/schemas/``, package data).
+PACKAGED_CRD_DIR = Path(launch.__file__).resolve().parent / "schemas"
+
+
+def missing_crds(crd_dir: str | Path) -> list[Path]:
+    """The KFP CRD files that ``crd_dir`` lacks (empty list: validation can run)."""
+    return [Path(crd_dir) / f for f in CRD_FILES.values() if not (Path(crd_dir) / f).is_file()]
 
 
 def compile_pipeline(
@@ -54,10 +62,19 @@ def load_documents(path: str | Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
 
 
-def validate_manifests(path: str | Path, crd_dir: str | Path) -> list[str]:
-    """Errors of every Pipeline/PipelineVersion document in ``path`` against the KFP CRDs."""
+def validate_manifests(path: str | Path, crd_dir: str | Path = PACKAGED_CRD_DIR) -> list[str]:
+    """Errors of every Pipeline/PipelineVersion document in ``path`` against the KFP CRDs.
+
+    Raises FileNotFoundError naming the missing CRD files: no CRDs, no validation, never a
+    silent pass."""
     from sam2_core.launch.validate import schema_errors
 
+    missing = missing_crds(crd_dir)
+    if missing:
+        raise FileNotFoundError(
+            f"CRD folder {crd_dir} lacks {', '.join(p.name for p in missing)}: point --crd-dir "
+            f"at a folder holding them (the package ships them in {PACKAGED_CRD_DIR})"
+        )
     errors: list[str] = []
     docs = load_documents(path)
     kinds = [d.get("kind") for d in docs]

@@ -22,6 +22,7 @@ from components.extract import extract_frames
 from components.promote import promote_model
 from components.shard import shard_dataset
 from components.train import train_model
+from sam2_core.launch.images import ImageSettings
 from sam2_core.launch.spec import LaunchSpec, storage_secret_env
 
 PIPELINE_NAME = "sam2-finetune"
@@ -35,6 +36,18 @@ STEP_NAMES = (
     "evaluate-champion",
     "promote-model",
 )
+
+#: Run-form defaults of the launch fields that differ from :class:`LaunchSpec`'s, on purpose and
+#: only here: the spec's defaults are the smallest launch that runs anywhere (one CPU process,
+#: for ``sam2kf`` and the library), while the KFP run form starts from the production fine-tune
+#: the pipeline exists for (the prod overlay's 2 nodes x 8 GPUs, the SA-V recipe). Every other
+#: launch parameter of the form (engine, timeout, overrides) takes the spec's default.
+RUN_FORM_LAUNCH: dict[str, Any] = {
+    "num_nodes": 2,
+    "nproc_per_node": 8,
+    "gpus_per_process": 1,
+    "experiment": "sav_finetune",
+}
 
 
 @dataclass
@@ -62,6 +75,9 @@ class ClusterSettings:
     eval_timeout_s: int = 6 * 3600
     launcher_timeout_s: int = 7 * 24 * 3600
     data_retries: int = 3
+    #: Repository and tag of every step's image and of the training pods' default image
+    #: (``sam2kf compile --image-repo/--image-tag``, ``$SAM2KF_IMAGE_REPO``/``$SAM2KF_IMAGE_TAG``).
+    images: ImageSettings = field(default_factory=ImageSettings)
     #: The training pods' own launch settings (namespace, image, service account, CPU, memory,
     #: ...; see :mod:`sam2_core.launch.spec`). Its PVC, secrets, node selector and tolerations,
     #: when empty, are the ones above; run-time parameters fill in the rest.
@@ -76,8 +92,13 @@ def launch_parameter(s: ClusterSettings, **run_time: Any) -> dict[str, Any]:
     KFP substitutes inside the dict when the step starts.
     """
     t = s.train
+    # The training pods follow the image setting unless --train-image names another image.
+    image = s.images.retarget(t.image) if t.image else ""
+    if not image and not s.images.is_default:
+        image = s.images.ref("train")
     spec = dataclasses.replace(
         t,
+        image=image,
         pvc_claim=t.pvc_claim or s.pvc_claim,
         pvc_mount_path=t.pvc_mount_path if t.pvc_claim else s.pvc_mount_path,
         secret_env=t.secret_env or storage_secret_env(s.storage_secret),
@@ -134,6 +155,13 @@ def _gpu(task: dsl.PipelineTask, s: ClusterSettings) -> None:
         _placement(task, s)
 
 
+def _image(task: dsl.PipelineTask, images: ImageSettings) -> None:
+    # A component's base image is fixed when it is defined; the task holds its own copy of the
+    # container spec, which is what the compiler writes into the executor.
+    if task.container_spec is not None:
+        task.container_spec.image = images.retarget(task.container_spec.image)
+
+
 def build_pipeline(settings: ClusterSettings | None = None) -> Any:
     """Return the pipeline function for ``settings`` (``finetune_pipeline`` uses the defaults)."""
     s = settings or ClusterSettings()
@@ -149,11 +177,11 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Any:
         dataset_version: str = "auto",
         model_name: str = "sam2.1_hiera_b+",
         init_checkpoint: str = "champion",
-        experiment: str = "sav_finetune",
+        experiment: str = RUN_FORM_LAUNCH["experiment"],
         overrides: str = "",
-        num_nodes: int = 2,
-        nproc_per_node: int = 8,
-        gpus_per_process: int = 1,
+        num_nodes: int = RUN_FORM_LAUNCH["num_nodes"],
+        nproc_per_node: int = RUN_FORM_LAUNCH["nproc_per_node"],
+        gpus_per_process: int = RUN_FORM_LAUNCH["gpus_per_process"],
         max_steps: int = 0,
         train_timeout_hours: float = LaunchSpec.timeout_hours,
         min_jf_gain: float = 0.5,
@@ -265,6 +293,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Any:
         kubernetes.set_timeout(promote, 3600)
         for task in (extract, shard, train, challenger, champion, promote):
             _storage(task, s)
+            _image(task, s.images)
 
     return sam2_finetune
 

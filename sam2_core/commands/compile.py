@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from sam2_core.commands.kfp_options import add_cluster_arguments, settings_from
 
@@ -18,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "examples:\n"
         "  sam2kf compile -o sam2_finetune.yaml\n"
-        "  sam2kf compile -o sam2_finetune.k8s.yaml --k8s-manifests --namespace kubeflow \\\n"
-        "      --crd-dir ../shared/k8s-schemas\n"
+        "  sam2kf compile -o sam2_finetune.k8s.yaml --k8s-manifests --namespace kubeflow\n"
+        "  sam2kf compile -o mine.yaml --image-repo registry.example.com/team/sam2-kubeflow\n"
         "  sam2kf compile -o gpu.yaml --node-selector cloud.google.com/gke-accelerator=nvidia-l4 \\\n"
         '      --toleration \'{"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}\''
     )
@@ -38,14 +39,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--crd-dir",
         default="",
-        help="folder with pipelines.kubeflow.org_{pipelines,pipelineversions}.yaml to validate the CRs against",
+        help="folder with pipelines.kubeflow.org_{pipelines,pipelineversions}.yaml to validate "
+        "the CRs against (default: the copies shipped in the package)",
     )
     add_cluster_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.compile import check_ir, compile_pipeline, validate_manifests
+    from pipelines.compile import (
+        PACKAGED_CRD_DIR,
+        check_ir,
+        compile_pipeline,
+        missing_crds,
+        validate_manifests,
+    )
 
+    crd_dir = Path(args.crd_dir) if args.crd_dir else PACKAGED_CRD_DIR
+    if args.k8s_manifests:
+        missing = missing_crds(crd_dir)
+        if missing:
+            # Refuse before writing: an unvalidated file must not look like a validated one.
+            print(
+                f"--crd-dir {crd_dir}: no {', '.join(p.name for p in missing)} there; point it "
+                "at the KFP CRDs (kubeflow/pipelines manifests/kustomize/base/crds/) or omit it "
+                "to use the copies shipped in the package",
+                file=sys.stderr,
+            )
+            return 2
     out = compile_pipeline(
         args.output,
         settings=settings_from(args),
@@ -54,12 +74,11 @@ def run(args: argparse.Namespace) -> int:
         version_name=args.version_name,
     )
     if args.k8s_manifests:
-        if args.crd_dir:
-            errors = validate_manifests(out, args.crd_dir)
-            if errors:
-                print("\n".join(f"invalid: {e}" for e in errors), file=sys.stderr)
-                return 1
-            print(f"validated against the KFP CRDs in {args.crd_dir}")
+        errors = validate_manifests(out, crd_dir)
+        if errors:
+            print("\n".join(f"invalid: {e}" for e in errors), file=sys.stderr)
+            return 1
+        print(f"validated against the KFP CRDs in {crd_dir}")
         print(f"wrote {out}: kubectl apply -f {out}")
     else:
         check_ir(out)

@@ -7,6 +7,7 @@ import argparse
 import json
 from typing import Any
 
+from sam2_core.launch.images import IMAGE_REPO_ENV, IMAGE_TAG_ENV, ImageSettings
 from sam2_core.launch.spec import LaunchSpec
 
 _TRAIN = LaunchSpec()
@@ -103,9 +104,22 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"service account of the training pods (default {_TRAIN.service_account})",
     )
     g.add_argument(
+        "--image-repo",
+        default="",
+        help=f"repository of every step's image and the training pods' image, e.g. "
+        f"registry.example.com/team/sam2-kubeflow (default ${IMAGE_REPO_ENV}, else "
+        f"{ImageSettings().repository}); images/build.sh builds and pushes both images",
+    )
+    g.add_argument(
+        "--image-tag",
+        default="",
+        help=f"tag of those images without the -data/-train suffix (default ${IMAGE_TAG_ENV}, "
+        f"else the package version {ImageSettings().tag})",
+    )
+    g.add_argument(
         "--train-image",
         default=_TRAIN.image,
-        help="training image (default: the version-tagged project image)",
+        help="training pods' image when it is not <repository>:<tag>-train (default: that image)",
     )
     g.add_argument(
         "--train-cpu", default=_TRAIN.cpu, help=f"CPU request per training pod ({_TRAIN.cpu})"
@@ -144,7 +158,12 @@ def settings_from(args: argparse.Namespace) -> Any:
             tolerations.append(dict(json.loads(item)))
         except (ValueError, TypeError) as exc:
             raise SystemExit(f"--toleration {item!r}: not a JSON object ({exc})") from None
+    try:
+        images = ImageSettings.from_env(repository=args.image_repo, tag=args.image_tag)
+    except ValueError as exc:
+        raise SystemExit(f"--image-repo/--image-tag: {exc}") from None
     return ClusterSettings(
+        images=images,
         pvc_claim=args.pvc,
         pvc_mount_path=args.pvc_mount_path,
         storage_secret=args.storage_secret,

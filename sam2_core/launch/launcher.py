@@ -17,6 +17,8 @@ pods; :data:`PYTORCHJOB` today):
   termination reasons (e.g. ``OOMKilled``) and the last log lines.
 * **timeout**: raises :class:`JobTimeout` after ``timeout_s`` and deletes the job.
 * **cancel**: SIGTERM (what KFP/Argo sends when a run is cancelled) deletes the job.
+* **runtime**: a job that names a Trainer v2 runtime (``spec.runtimeRef``) gets it first, so a
+  missing runtime fails before anything is created, in one line.
 * **RBAC**: a 403 becomes :class:`RBACError` naming the verb, resource and service account.
 
 """
@@ -86,9 +88,10 @@ TRAINJOB = JobKind(
         "jobset.sigs.k8s.io/job-index=0,batch.kubernetes.io/job-completion-index=0"
     ),
     refused_hint=(
-        "does the runtime it names exist in this namespace (TrainingRuntime sam2kf-torch: "
-        "kubectl apply -k manifests/overlays/<overlay>-trainer), or name the stock one "
-        "(runtime=torch-distributed, runtime_kind=ClusterTrainingRuntime)?"
+        "apply the project's runtime (TrainingRuntime sam2kf-torch: kubectl apply -k "
+        "manifests/overlays/<overlay>-trainer) or name the stock one (runtime="
+        "torch-distributed, runtime_kind=ClusterTrainingRuntime; kubectl get "
+        "clustertrainingruntimes)"
     ),
 )
 
@@ -331,11 +334,43 @@ class JobLauncher:
             if exc.status != 404:
                 raise
 
+    def check_runtime(self, manifest: Mapping[str, Any]) -> None:
+        """A Trainer v2 job names a runtime (``spec.runtimeRef``): ``get`` it first, so that a
+        missing runtime fails at once with one line instead of at admission, or never when
+        the controller is lenient. Jobs without a runtimeRef (PyTorchJob) pass."""
+        from kubernetes.client.exceptions import ApiException
+
+        ref = (manifest.get("spec") or {}).get("runtimeRef")
+        if not ref:
+            return
+        name = str(ref.get("name", ""))
+        kind = str(ref.get("kind") or "ClusterTrainingRuntime")
+        group = str(ref.get("apiGroup") or self.kind.group)
+        plural = f"{kind.lower()}s"
+        job = f"{manifest.get('kind', self.kind.kind)} {self.namespace}/{manifest['metadata']['name']}"
+        try:
+            with self._api("get", plural, group=group):
+                if kind == "ClusterTrainingRuntime":
+                    self.custom.get_cluster_custom_object(group, self.kind.version, plural, name)
+                else:
+                    self.custom.get_namespaced_custom_object(
+                        group, self.kind.version, self.namespace, plural, name
+                    )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            where = "" if kind == "ClusterTrainingRuntime" else f" in namespace {self.namespace!r}"
+            raise LaunchError(
+                f"{job} names runtime {kind} {name!r}, which does not exist{where}: "
+                f"{self.kind.refused_hint}"
+            ) from None
+
     def create_or_attach(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create the job; on 409 attach to the existing one of the same run. -> (job, attached)."""
         from kubernetes.client.exceptions import ApiException
 
         k = self.kind
+        self.check_runtime(manifest)
         name = manifest["metadata"]["name"]
         run_id = (manifest["metadata"].get("annotations") or {}).get(RUN_ID_ANNOTATION)
         for _ in range(2):

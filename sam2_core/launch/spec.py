@@ -39,6 +39,10 @@ runtime_kind           ``TrainingRuntime`` its kind (or ``ClusterTrainingRuntime
                                           stock ``torch-distributed``)
 =====================  =================  =======================================================
 
+The KFP pipeline's run form starts from the production shape instead (2 nodes x 8 GPUs, the
+``sav_finetune`` experiment): that difference is deliberate and listed in one place,
+``pipelines.finetune.RUN_FORM_LAUNCH``; the form's other launch parameters use these defaults.
+
 The remaining fields tune the pods (scratch sizes, elastic bounds, retry and clean-up policy,
 labels) and keep the defaults the PyTorchJob renderer always had.
 """

@@ -8,7 +8,8 @@ DELETE), the discovery documents ``/apis/{group}/{version}`` of the kinds in ``s
 Each GET of a job advances it one step along ``script`` (a list of condition types), so
 tests describe a job's life as e.g. ``["Created", "Running", "Succeeded"]`` (a TrainJob reports
 ``Complete`` where the script says ``Succeeded``, as Trainer v2 does). A TrainJob that names a
-runtime missing from ``runtimes`` is refused like Trainer v2's admission webhook refuses it.
+runtime missing from ``runtimes`` is refused like Trainer v2's admission webhook refuses it, and
+``GET .../trainingruntimes/{name}`` (or ``clustertrainingruntimes``) finds only those runtimes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from urllib.parse import parse_qs, urlparse
 JOB_PATH = re.compile(
     r"^/apis/(kubeflow\.org/v1|trainer\.kubeflow\.org/v1alpha1)/namespaces/([^/]+)/"
     r"(pytorchjobs|trainjobs)(?:/([^/]+))?$"
+)
+RUNTIME_PATH = re.compile(
+    r"^/apis/trainer\.kubeflow\.org/v1alpha1/(?:namespaces/[^/]+/)?"
+    r"(trainingruntimes|clustertrainingruntimes)/([^/]+)$"
 )
 DISCOVERY_PATH = re.compile(r"^/apis/([^/]+)/([^/]+)/?$")
 GROUP_VERSION = {"pytorchjobs": "kubeflow.org/v1", "trainjobs": "trainer.kubeflow.org/v1alpha1"}
@@ -102,6 +107,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length)) if length else None
         if (m := JOB_PATH.match(url.path)) and m.group(3) in st.served:
             self._job(method, m.group(2), m.group(4), body, m.group(3))
+        elif (m := RUNTIME_PATH.match(url.path)) and method == "GET":
+            if m.group(2) in st.runtimes:
+                self._send(200, {"kind": "TrainingRuntime", "metadata": {"name": m.group(2)}})
+            else:
+                self._status(404, "NotFound", f'{m.group(1)} "{m.group(2)}" not found')
         elif (m := DISCOVERY_PATH.match(url.path)) and method == "GET":
             self._discovery(f"{m.group(1)}/{m.group(2)}")
         elif (m := PODS_PATH.match(url.path)) and method == "GET":

@@ -7,7 +7,9 @@ from __future__ import annotations
 import fnmatch
 import importlib.metadata
 import json
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 
 from sam2_core import __version__, image_ref
+from sam2_core.launch.images import IMAGE_REPO_ENV, ImageSettings
 from sam2_core.launch.pods import RUN_AS_USER
 
 from .k8s_helpers import REPO
@@ -158,3 +161,54 @@ def test_dockerignore_keeps_the_context_small() -> None:
         assert not _dockerignore_allows(excluded), excluded
     for included in ("pyproject.toml", "sam2_core/cli.py", "components", "pipelines"):
         assert _dockerignore_allows(included), included
+
+
+def test_dockerfiles_build_from_any_checkout(flavour: str) -> None:
+    """No git tag needed: the header documents the build script, never a tag checkout."""
+    text = DOCKERFILES[flavour].read_text()
+    assert "git checkout" not in text
+    assert f"images/build.sh --only {flavour}" in text
+
+
+def _build_sh(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SAM2KF_IMAGE_")}
+    return subprocess.run(
+        ["bash", str(REPO / "images" / "build.sh"), "--dry-run", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        timeout=60,
+    )
+
+
+def test_build_script_tags_both_images_with_the_package_version() -> None:
+    proc = _build_sh()
+    assert proc.returncode == 0, proc.stderr
+    builds = [ln for ln in proc.stdout.splitlines() if ln.startswith("+ docker build")]
+    assert len(builds) == 2
+    for flavour, line in zip(("data", "train"), builds, strict=True):
+        assert f"-f {REPO}/images/{flavour}.Dockerfile" in line
+        assert f"--build-arg VERSION={__version__}" in line
+        assert f"-t {image_ref(flavour=flavour)} {REPO}" in line
+    assert "docker push" not in proc.stdout
+
+
+def test_build_script_uses_the_same_image_setting_as_compile() -> None:
+    repo = "registry.example.com/team/sam2-kubeflow"
+    proc = _build_sh("--tag", "abc", "--push", env={IMAGE_REPO_ENV: repo})
+    assert proc.returncode == 0, proc.stderr
+    settings = ImageSettings.from_env(repository=repo, tag="abc")
+    for flavour in ("data", "train"):
+        assert f"-t {settings.ref(flavour)} " in proc.stdout
+        assert f"+ docker push {settings.ref(flavour)}" in proc.stdout
+    only = _build_sh("--only", "train", "--repo", repo)
+    assert "train.Dockerfile" in only.stdout and "data.Dockerfile" not in only.stdout
+
+
+@pytest.mark.parametrize(
+    "args", [("--tag", "latest"), ("--repo", "r.io/x:1"), ("--only", "gpu"), ("--bogus",)]
+)
+def test_build_script_refuses_bad_arguments_in_one_line(args: tuple[str, ...]) -> None:
+    proc = _build_sh(*args)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "build.sh:" in proc.stderr

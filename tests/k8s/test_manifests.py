@@ -18,6 +18,7 @@ from sam2_core.launch.pytorchjob import render_pytorchjob
 from sam2_core.launch.render_manifests import (
     CONFIGMAP_NAME,
     OVERLAYS,
+    PVC_CLAIM,
     TRAINER_ROLE_RULES,
     rendered_files,
     trainer_overlay_name,
@@ -32,23 +33,16 @@ from sam2_core.launch.validate import (
 
 from .k8s_helpers import K8S_VERSION, MANIFESTS, OVERLAY_NAMES, by_kind, crd_path, kustomize
 
-CORE_KINDS = {
-    "Namespace",
-    "ServiceAccount",
-    "Role",
-    "RoleBinding",
-    "PersistentVolumeClaim",
-    "ConfigMap",
-    "Job",
-    "CronJob",
-}
+CORE_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Job", "CronJob"}
+#: What manifests/storage/<overlay> holds (and no workload overlay may: `delete -k` spares it).
+STORAGE_KINDS = {"Namespace", "PersistentVolumeClaim"}
 EXPECTED_ROLE_RULES = [
     {
         "apiGroups": ["kubeflow.org"],
         "resources": ["pytorchjobs"],
-        "verbs": ["create", "get", "list", "watch", "delete"],
+        "verbs": ["create", "get", "delete"],
     },
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
 ]
 
@@ -76,12 +70,8 @@ def test_overlay_has_every_kind_in_its_namespace(overlay: str) -> None:
     kinds = sorted(o["kind"] for o in objs)
     assert kinds == sorted([*CORE_KINDS, "ServiceAccount", "PyTorchJob"])
     ns = OVERLAYS[overlay].namespace
-    (namespace,) = by_kind(objs, "Namespace")
-    assert namespace["metadata"]["name"] == ns
-    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     for o in objs:
-        if o["kind"] != "Namespace":
-            assert o["metadata"]["namespace"] == ns, o["metadata"]["name"]
+        assert o["metadata"]["namespace"] == ns, o["metadata"]["name"]
     assert not by_kind(objs, "ClusterRole") and not by_kind(objs, "ClusterRoleBinding")
 
 
@@ -152,9 +142,53 @@ def test_images_are_pinned_to_the_package_version(overlay: str) -> None:
                 assert c["image"] in allowed, (where, c["image"])
 
 
-def test_pvc_is_read_write_many(overlay: str) -> None:
-    (pvc,) = by_kind(_objs(overlay), "PersistentVolumeClaim")
+def _storage(overlay: str) -> list[dict[str, Any]]:
+    return kustomize(MANIFESTS / "storage" / overlay)
+
+
+def test_storage_holds_the_namespace_and_an_rwx_pvc_with_a_storage_class(overlay: str) -> None:
+    import kubernetes_validate
+
+    objs = _storage(overlay)
+    assert sorted(o["kind"] for o in objs) == sorted(STORAGE_KINDS)
+    for o in objs:
+        kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+    ns = OVERLAYS[overlay].namespace
+    (namespace,) = by_kind(objs, "Namespace")
+    assert namespace["metadata"]["name"] == ns
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    (pvc,) = by_kind(objs, "PersistentVolumeClaim")
+    assert pvc["metadata"]["namespace"] == ns
+    assert pvc["metadata"]["name"] == PVC_CLAIM == OVERLAYS[overlay].spec().pvc_claim
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert (
+        pvc["spec"]["resources"]["requests"]["storage"] == {"dev": "20Gi", "prod": "2Ti"}[overlay]
+    )
+    # the one storage-class setting: a documented placeholder in storage-class.yaml
+    setting = MANIFESTS / "storage" / overlay / "storage-class.yaml"
+    cls = yaml.safe_load(setting.read_text())["spec"]["storageClassName"]
+    assert cls and pvc["spec"]["storageClassName"] == cls
+    assert (
+        "kubectl get storageclass" in setting.read_text() and "ReadWriteMany" in setting.read_text()
+    )
+
+
+@pytest.mark.parametrize("trainer", [False, True], ids=["pytorchjob", "trainjob"])
+def test_delete_k_of_an_overlay_spares_the_data(overlay: str, trainer: bool) -> None:
+    """`kubectl delete -k` deletes what the kustomization renders: no workload overlay renders
+    the PVC or the namespace (which would take its PVCs along), yet every pod mounts that PVC."""
+    objs = _trainer_objs(overlay) if trainer else _objs(overlay)
+    assert not [o for o in objs if o["kind"] in STORAGE_KINDS]
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for o in objs
+        for _, pod in pod_specs_of(o)
+        for v in pod.get("volumes", [])
+        if "persistentVolumeClaim" in v
+    }
+    assert claims == {PVC_CLAIM}
+    (pvc,) = by_kind(_storage(overlay), "PersistentVolumeClaim")
+    assert pvc["metadata"]["name"] == PVC_CLAIM
 
 
 def test_cronjob_schedule_policy(overlay: str) -> None:
@@ -340,8 +374,7 @@ def test_trainer_overlay_swaps_the_pytorchjob_for_a_runtime_and_trainjob(
     assert kinds == sorted([*CORE_KINDS, "ServiceAccount", "TrainingRuntime", "TrainJob"])
     ns = OVERLAYS[overlay].namespace
     for o in objs:
-        if o["kind"] != "Namespace":
-            assert o["metadata"]["namespace"] == ns, o["metadata"]["name"]
+        assert o["metadata"]["namespace"] == ns, o["metadata"]["name"]
         if o["kind"] in CORE_KINDS:
             kubernetes_validate.validate(o, K8S_VERSION, strict=True)
     (runtime,) = by_kind(objs, "TrainingRuntime")
@@ -386,3 +419,122 @@ def test_data_job_program_writes_shards_and_keeps_them(tmp_path: Path) -> None:
     first = manifest.read_bytes()
     assert sam2kf(argv) == 0  # a re-run keeps the finished shard set
     assert manifest.read_bytes() == first
+
+
+# ----------------------------------------------------- the launcher's requests against its Role
+def _permissions(requests: list[tuple[str, str]]) -> set[tuple[str, str, str, str]]:
+    """(apiGroup, resource, verb, name) of each resource request; discovery (non-resource URLs
+    under /apis/<group>/<version>, granted to every authenticated user) is left out."""
+    out = set()
+    for method, path in requests:
+        parts = path.strip("/").split("/")
+        group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+        if not rest:
+            continue
+        if rest[0] == "namespaces":
+            rest = rest[2:]
+        resource, name = rest[0], rest[1] if len(rest) > 1 else ""
+        if len(rest) > 2:
+            resource += "/" + rest[2]
+        verb = {"POST": "create", "DELETE": "delete"}.get(method) or ("get" if name else "list")
+        out.add((group, resource, verb, name))
+    return out
+
+
+def _granted(rules: list[dict[str, Any]], perm: tuple[str, str, str, str]) -> bool:
+    group, resource, verb, name = perm
+    return any(
+        group in r["apiGroups"]
+        and resource in r["resources"]
+        and verb in r["verbs"]
+        and (not r.get("resourceNames") or name in r["resourceNames"])
+        for r in rules
+    )
+
+
+@pytest.mark.parametrize("trainer", [False, True], ids=["pytorchjob", "trainjob"])
+def test_role_is_exactly_what_the_launcher_calls(overlay: str, trainer: bool) -> None:
+    """Replay the launcher (engine=auto, a run to success and one to timeout) against the
+    loopback API: every request is granted by the overlay's Role, every grant is used."""
+    import dataclasses
+    import io
+
+    from sam2_core.launch.engines import make_engine
+    from sam2_core.launch.launcher import JobTimeout
+    from sam2_core.launch.render_manifests import trainer_spec
+    from sam2_core.launch.spec import JobRun
+
+    from .launcher_stub import ApiState, FakeApiServer
+
+    objs = _trainer_objs(overlay) if trainer else _objs(overlay)
+    (role,) = by_kind(objs, "Role")
+    spec = trainer_spec(OVERLAYS[overlay]) if trainer else OVERLAYS[overlay].spec()
+    run = JobRun(run_id="r1", train_args=["data.shards=/data/s", "trainer.output_dir=/data/o"])
+    used: set[tuple[str, str, str, str]] = set()
+    for script, hours in ((["Created", "Running", "Succeeded"], 0.0), (["Running"], 0.1 / 3600)):
+        state = ApiState(script=script, served={"trainjobs" if trainer else "pytorchjobs"})
+        with FakeApiServer(state) as api:
+            engine = make_engine(
+                "auto", api_client=api.api_client(), out=io.StringIO(), poll_interval_s=0.02
+            )
+            try:
+                engine.run(dataclasses.replace(spec, engine="auto", timeout_hours=hours), run)
+            except JobTimeout:
+                assert hours
+        used |= _permissions(state.requests)
+    for perm in sorted(used):
+        assert _granted(role["rules"], perm), f"the Role does not grant {perm}"
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    assert any((g, res, v) == (group, resource, verb) for g, res, v, _ in used), (
+                        f"the Role grants {verb} {resource} ({group!r}), which the launcher never uses"
+                    )
+
+
+# ------------------------------------------------------------------------ your registry, your images
+def _images_in(obj: Any) -> list[str]:
+    """Every ``image`` value in ``obj``, the launch specs inside ConfigMaps included."""
+    if isinstance(obj, dict):
+        found = [v for k, v in obj.items() if k == "image" and isinstance(v, str)]
+        if obj.get("kind") == "ConfigMap":
+            found += [json.loads(v)["image"] for k, v in obj["data"].items() if k == "launch.json"]
+        return found + [i for v in obj.values() for i in _images_in(v)]
+    if isinstance(obj, list):
+        return [i for v in obj for i in _images_in(v)]
+    return []
+
+
+def test_default_images_everywhere_are_the_versioned_names(overlay: str) -> None:
+    allowed = {image_ref(flavour="train"), image_ref(flavour="data")}
+    for objs in (_objs(overlay), _trainer_objs(overlay)):
+        assert set(_images_in(objs)) <= allowed and _images_in(objs)
+
+
+def test_your_registry_reaches_every_image_of_the_overlays(tmp_path: Path) -> None:
+    """The README's two steps: render the generated files with --image-repo/--image-tag, then
+    `kustomize edit set image` for the base's data Job and CronJob (appended here as the
+    `images:` entry that command writes). Afterwards no image of any overlay, the TrainJob's
+    trainer image and the CronJob's launch.json included, is the default one."""
+    import shutil
+
+    from sam2_core.launch.images import ImageSettings
+    from sam2_core.launch.render_manifests import main as render
+
+    repo, tag = "registry.example.com/team/sam2-kubeflow", "abc123"
+    root = tmp_path / "manifests"
+    shutil.copytree(MANIFESTS, root)
+    assert render(["--root", str(root), "--image-repo", repo, "--image-tag", tag]) == 0
+    mine = ImageSettings(repository=repo, tag=tag)
+    for name in [*OVERLAY_NAMES, *(trainer_overlay_name(n) for n in OVERLAY_NAMES)]:
+        k = root / "overlays" / name / "kustomization.yaml"
+        k.write_text(
+            k.read_text()
+            + f"images:\n- name: {ImageSettings().repository}\n  newName: {repo}\n"
+            + f"  newTag: {tag}-data\n"
+        )
+        images = set(_images_in(kustomize(root / "overlays" / name)))
+        assert images and images <= {mine.ref("data"), mine.ref("train")}, (name, images)
+    prod = set(_images_in(kustomize(root / "overlays" / "prod-trainer")))
+    assert mine.ref("train") in prod  # the CUDA image stays the training image

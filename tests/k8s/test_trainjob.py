@@ -18,6 +18,7 @@ from sam2_core.launch.launcher import (
     JobLauncher,
     JobTimeout,
     LaunchError,
+    RBACError,
     choose_kind,
 )
 from sam2_core.launch.pytorchjob import render_pytorchjob
@@ -199,12 +200,57 @@ def test_trainjob_timeout_deletes_it() -> None:
 
 
 def test_trainjob_naming_a_missing_runtime_fails_at_once() -> None:
+    """The launcher gets the runtime before creating anything: one line, nothing created."""
     state = ApiState(runtimes={"torch-distributed"})
     with FakeApiServer(state) as api, pytest.raises(LaunchError) as exc:
         _engine(api, io.StringIO()).run(_spec(), RUN)
     text = str(exc.value)
-    assert "refused" in text and "sam2kf-torch" in text and "torch-distributed" in text
+    assert "TrainingRuntime 'sam2kf-torch', which does not exist in namespace 'team-a'" in text
+    assert "torch-distributed" in text and "\n" not in text
     assert state.creates == 0
+    assert (
+        "GET",
+        f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{NS}/trainingruntimes/sam2kf-torch",
+    ) in state.requests
+    assert not [r for r in state.requests if r[0] == "POST"]
+
+
+def test_stock_cluster_runtime_is_checked_cluster_wide() -> None:
+    state = ApiState(runtimes={"torch-distributed"})
+    spec = _spec(runtime="torch-distributed", runtime_kind="ClusterTrainingRuntime")
+    with FakeApiServer(state) as api:
+        assert _engine(api, io.StringIO()).run(spec, RUN).state == "Succeeded"
+    assert (
+        "GET",
+        "/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes/torch-distributed",
+    ) in state.requests
+    missing = ApiState(runtimes=set())
+    with FakeApiServer(missing) as api, pytest.raises(LaunchError, match="ClusterTrainingRuntime"):
+        _engine(api, io.StringIO()).run(spec, RUN)
+    assert missing.creates == 0
+
+
+def test_runtime_get_forbidden_names_the_permission() -> None:
+    msg = (
+        'trainingruntimes.trainer.kubeflow.org "sam2kf-torch" is forbidden: User '
+        '"system:serviceaccount:team-a:sam2kf-launcher" cannot get resource "trainingruntimes"'
+    )
+    state = ApiState(forbid={("GET", "trainingruntimes/"): msg})
+    with FakeApiServer(state) as api, pytest.raises(RBACError) as exc:
+        _engine(api, io.StringIO()).run(_spec(), RUN)
+    text = str(exc.value)
+    assert "'get' resource 'trainingruntimes' (apiGroup trainer.kubeflow.org)" in text
+    assert state.creates == 0
+
+
+def test_pytorchjob_needs_no_runtime() -> None:
+    state = ApiState(runtimes=set())
+    with FakeApiServer(state) as api:
+        engine = make_engine("pytorchjob", api_client=api.api_client(), poll_interval_s=0.01)
+        assert isinstance(engine, ClusterEngine)
+        engine.out = io.StringIO()
+        assert engine.run(_spec(engine="pytorchjob", gpus_per_process=0), RUN).state == "Succeeded"
+    assert not [r for r in state.requests if "runtimes" in r[1]]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 import pytest
 
 from pipelines.client import check_cron
+from sam2_core import __version__
 from sam2_core.cli import main
 
 from .kfp_stub import FakeKfpServer
@@ -67,3 +68,23 @@ def test_bad_inputs_fail_before_contacting_the_server() -> None:
         )
     with pytest.raises(SystemExit, match="registry_uri"):
         main(["submit", "--host", "http://127.0.0.1:9", "--raw-uri", "x"])
+
+
+def test_submit_and_schedule_use_the_image_setting(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--image-repo (submit) and $SAM2KF_IMAGE_REPO (schedule) reach every step's executor."""
+    repo = "registry.example.com/team/sam2-kubeflow"
+    monkeypatch.delenv("SAM2KF_IMAGE_TAG", raising=False)
+    monkeypatch.delenv("SAM2KF_IMAGE_REPO", raising=False)
+    common = ["--raw-uri", "gs://b/raw", "--registry-uri", "gs://b/reg"]
+    with FakeKfpServer() as srv:
+        assert main(["submit", "--host", srv.host, *common, "--image-repo", repo]) == 0
+        monkeypatch.setenv("SAM2KF_IMAGE_REPO", repo)
+        assert main(["schedule", "--host", srv.host, "--cron", "0 0 3 * * 0", *common]) == 0
+    (run,) = _posts(srv, "/apis/v2beta1/runs")
+    (rec,) = _posts(srv, "/apis/v2beta1/recurringruns")
+    for spec in (run["pipeline_spec"], rec["pipeline_spec"]):
+        executors = spec["pipeline_spec"]["deploymentSpec"]["executors"].values()
+        images = {e["container"]["image"] for e in executors}
+        assert images == {f"{repo}:{__version__}-data", f"{repo}:{__version__}-train"}

@@ -6,10 +6,19 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines.compile import check_ir, compile_pipeline, validate_manifests
-from pipelines.finetune import STEP_NAMES, ClusterSettings
+from pipelines.compile import (
+    CRD_FILES,
+    PACKAGED_CRD_DIR,
+    check_ir,
+    compile_pipeline,
+    validate_manifests,
+)
+from pipelines.finetune import RUN_FORM_LAUNCH, STEP_NAMES, ClusterSettings
 from sam2_core import __version__
 from sam2_core.cli import main
+from sam2_core.launch.images import IMAGE_REPO_ENV, IMAGE_TAG_ENV, ImageSettings
+from sam2_core.launch.render_manifests import OVERLAYS
+from sam2_core.launch.spec import LaunchSpec
 
 # Golden structure: task -> upstream tasks (inside the "new-videos" condition except extract).
 GOLDEN_DAG = {
@@ -154,3 +163,121 @@ def test_train_step_takes_one_launch_spec(compiled: tuple[Path, list[dict[str, A
     assert parsed.pvc_claim == "sam2-data"
     assert parsed.secret_env["AWS_ACCESS_KEY_ID"] == ("mlpipeline-minio-artifact", "accesskey")
     assert parsed.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+
+
+def test_k8s_manifests_validate_with_the_packaged_crds(
+    tmp_path: Path, shared: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No --crd-dir: the CRDs shipped in the package validate the output (never a silent skip);
+    they are the same files as the test fixtures."""
+    for name in CRD_FILES.values():
+        assert (PACKAGED_CRD_DIR / name).read_bytes() == (
+            shared / "k8s-schemas" / name
+        ).read_bytes()
+    out = tmp_path / "crs.yaml"
+    assert main(["compile", "-o", str(out), "--k8s-manifests"]) == 0
+    assert f"validated against the KFP CRDs in {PACKAGED_CRD_DIR}" in capsys.readouterr().out
+    assert validate_manifests(out) == []
+
+
+def test_k8s_manifests_refuse_a_crd_dir_without_the_crds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "crs.yaml"
+    argv = ["compile", "-o", str(out), "--k8s-manifests", "--crd-dir", str(tmp_path / "none")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pipelines.kubeflow.org_pipelines.yaml" in err
+    assert not out.exists()  # nothing unvalidated is written
+    with pytest.raises(FileNotFoundError, match="lacks"):
+        validate_manifests(compile_pipeline(out, manifests=True), tmp_path)
+
+
+def _executor_images(path: Path) -> dict[str, str]:
+    doc = next(yaml.safe_load_all(path.read_text()))
+    return {n: e["container"]["image"] for n, e in doc["deploymentSpec"]["executors"].items()}
+
+
+def _launch_constant(path: Path) -> dict[str, Any]:
+    doc = next(yaml.safe_load_all(path.read_text()))
+    task = doc["components"]["comp-condition-1"]["dag"]["tasks"]["train-model"]
+    return dict(task["inputs"]["parameters"]["launch"]["runtimeValue"]["constant"])
+
+
+def test_image_repo_sets_every_step_and_the_training_pods(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(IMAGE_REPO_ENV, raising=False)
+    monkeypatch.delenv(IMAGE_TAG_ENV, raising=False)
+    repo = "registry.example.com/team/sam2-kubeflow"
+    out = tmp_path / "mine.yaml"
+    assert main(["compile", "-o", str(out), "--image-repo", repo, "--image-tag", "abc123"]) == 0
+    images = _executor_images(out)
+    assert set(images) == {f"exec-{s}" for s in STEP_NAMES}
+    assert set(images.values()) == {f"{repo}:abc123-data", f"{repo}:abc123-train"}
+    assert images["exec-train-model"] == f"{repo}:abc123-train"
+    assert images["exec-shard-dataset"] == f"{repo}:abc123-data"
+    assert _launch_constant(out)["image"] == f"{repo}:abc123-train"  # the training pods
+    # the environment variables do the same; the tag defaults to the package version
+    monkeypatch.setenv(IMAGE_REPO_ENV, repo)
+    env_out = tmp_path / "env.yaml"
+    assert main(["compile", "-o", str(env_out)]) == 0
+    assert set(_executor_images(env_out).values()) == {
+        f"{repo}:{__version__}-data",
+        f"{repo}:{__version__}-train",
+    }
+    # an explicit --train-image still wins for the training pods
+    own = tmp_path / "own.yaml"
+    assert main(["compile", "-o", str(own), "--train-image", "other.io/train:7"]) == 0
+    assert _launch_constant(own)["image"] == "other.io/train:7"
+    assert _executor_images(own)["exec-train-model"] == f"{repo}:{__version__}-train"
+
+
+def test_default_images_leave_the_launch_spec_alone(
+    compiled: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    path, _ = compiled
+    assert "image" not in _launch_constant(path)  # "" = this version's training image
+    assert set(_executor_images(path).values()) == {
+        ImageSettings().ref("data"),
+        ImageSettings().ref("train"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("repo", "tag"), [("reg.io/x:1", ""), ("reg.io/x@sha256:ab", ""), ("", "latest"), ("", "a b")]
+)
+def test_bad_image_settings_are_refused(repo: str, tag: str) -> None:
+    with pytest.raises(SystemExit, match="--image-repo/--image-tag"):
+        main(["compile", "-o", "/dev/null", "--image-repo", repo, "--image-tag", tag])
+
+
+def test_run_form_launch_defaults_agree_with_the_launch_spec_or_are_listed(
+    compiled: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    """Each run-form parameter that feeds the launch spec defaults to the spec's default, except
+    the deliberate differences listed in RUN_FORM_LAUNCH (the prod overlay's shape)."""
+    _, docs = compiled
+    params = docs[0]["root"]["inputDefinitions"]["parameters"]
+    spec = LaunchSpec()
+    form_to_spec = {
+        "launcher_backend": "engine",
+        "num_nodes": "num_nodes",
+        "nproc_per_node": "nproc_per_node",
+        "gpus_per_process": "gpus_per_process",
+        "train_timeout_hours": "timeout_hours",
+        "experiment": "experiment",
+    }
+    for form, field_name in form_to_spec.items():
+        expected = RUN_FORM_LAUNCH.get(field_name, getattr(spec, field_name))
+        assert params[form]["defaultValue"] == expected, form
+    differs = {f for f in form_to_spec.values() if f in RUN_FORM_LAUNCH}
+    assert differs == set(RUN_FORM_LAUNCH)
+    for name in RUN_FORM_LAUNCH:
+        assert RUN_FORM_LAUNCH[name] != getattr(spec, name), f"{name}: no difference to list"
+    prod = OVERLAYS["prod"].spec()
+    assert (prod.num_nodes, prod.nproc_per_node, prod.gpus_per_process) == (
+        RUN_FORM_LAUNCH["num_nodes"],
+        RUN_FORM_LAUNCH["nproc_per_node"],
+        RUN_FORM_LAUNCH["gpus_per_process"],
+    )
