@@ -193,3 +193,19 @@ def test_verify_finds_changed_content_without_page_checksums(
     (shards / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(DataError, match=rf"video {rec.video_id}: content differs from its hash"):
         verify_dataset(str(shards))
+
+
+def test_cli_shard_verify_refuses_a_tampered_manifest(
+    shards: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sam2_core.cli import main as cli_main
+
+    assert cli_main(["shard", "--verify", str(shards)]) == 0
+    murl = shards / MANIFEST
+    manifest = json.loads(murl.read_text())
+    manifest["shards"][0]["rows"] = "six"
+    murl.write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert cli_main(["shard", "--verify", str(shards)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "shards[0].rows must be an integer, got 'six'" in err
