@@ -196,3 +196,18 @@ def test_weights_sha256_sees_every_tensor() -> None:
         b.bias.add_(1e-7)
     assert weights_sha256(a) != weights_sha256(b)
     assert weights_sha256(a.to(torch.bfloat16)) != weights_sha256(_model(1.0))
+
+
+def test_real_tiny_model_resumes_only_its_own_results(demo: str, tmp_path: Path) -> None:
+    """The real model: rebuilt from the same name and seed it resumes (strict passes, nothing is
+    evaluated again); other weights of the same architecture are refused under strict."""
+    from sam2_core.model import build_model
+
+    kw: dict[str, Any] = dict(data=demo, out=str(tmp_path), report=False, progress=False)
+    first = evaluate_model(model="tiny", max_videos=1, **kw)
+    again = evaluate_model(model="tiny", max_videos=1, resume="strict", **kw)
+    assert again["videos_redone"] == [] and again["J&F"] == first["J&F"]
+    assert again["fingerprint"] == first["fingerprint"]
+    other = build_model("tiny", init_seed=1)
+    with pytest.raises(ResumeMismatchError, match="weights_sha256"):
+        evaluate_model(model=other, max_videos=1, resume="strict", **kw)
