@@ -209,3 +209,18 @@ def test_cli_shard_verify_refuses_a_tampered_manifest(
     assert cli_main(["shard", "--verify", str(shards)]) != 0
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "shards[0].rows must be an integer, got 'six'" in err
+
+
+def test_verify_refuses_an_invalid_mask_rle(tmp_path: Path, records: list[VideoRecord]) -> None:
+    from sam2_core.data.readers.records import RleMask, VideoObject
+
+    r = records[0]
+    frame = r.annotated_indices[1]
+    bad = VideoObject(obj_id=7, masks={frame: RleMask({"size": [48, 64], "counts": "0Z1"})})
+    rec = VideoRecord(**{**r.__dict__, "objects": {**r.objects, 7: bad}})
+    dst = tmp_path / "s"
+    write_shards(src=[rec], dst=str(dst), val_fraction=0.0)
+    with pytest.raises(
+        DataError, match=rf"video {r.video_id}, frame {frame}: object 7 mask RLE is invalid"
+    ):
+        verify_dataset(str(dst))
