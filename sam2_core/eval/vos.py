@@ -479,7 +479,7 @@ def _refuse_foreign_markers(prog_root: str, out: str, fp: str, settings: dict[st
             raise ResumeMismatchError(
                 f"{out}: finished video {name[: -len('.json')]} was evaluated with other "
                 f"weights or settings ({', '.join(what) or 'fingerprint'} differ); use another "
-                "output folder, or resume auto to evaluate such videos again"
+                "--out, or --resume auto to evaluate such videos again"
             )
 
 
@@ -560,7 +560,7 @@ def evaluate_model(
         model=net,
         predictor=predictor,
         settings={
-            "data": data if isinstance(data, str) else "<records>",
+            "data": data.rstrip("/") if isinstance(data, str) else "<records>",
             "fmt": fmt,
             "split": split,
             "device": dev.type,
