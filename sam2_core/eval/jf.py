@@ -19,7 +19,6 @@ every evaluated GT frame), the object is left out and a warning is recorded.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -34,6 +33,7 @@ import numpy as np
 
 from sam2_core.data.readers.records import DataError
 from sam2_core.eval.boundary import frame_scores, tolerance_radius
+from sam2_core.eval.csv_cells import csv_text, guard_text
 
 log = logging.getLogger(__name__)
 
@@ -356,19 +356,35 @@ class JFResult:
         return rows
 
     def results_csv(self) -> str:
-        """The official ``results.csv`` text (same header, padding and rounding)."""
-        names = [v.video for v in self.videos if v.objects]
+        """The official ``results.csv`` text (same header, padding and rounding).
+
+        Written through :mod:`csv` (names with commas or quotes are quoted) and with names
+        that a spreadsheet would run as formulas prefixed by ``'`` (see
+        :mod:`sam2_core.eval.csv_cells`); ordinary names give the official bytes.
+        """
+        names = [guard_text(v.video) for v in self.videos if v.objects]
         width = max([len(n) for n in names] + [len("Global score")])
-        lines = [f"{'sequence':<{width}},{'obj':>3}, {'J&F':>4}, {'J':>4}, {'F':>4}"]
-        lines.append(
-            f"{'Global score':<{width}},{'':>3}, {self.JF:.1f}, {self.J:.1f}, {self.F:.1f}"
-        )
+        rows = [
+            [f"{'sequence':<{width}}", f"{'obj':>3}", f" {'J&F':>4}", f" {'J':>4}", f" {'F':>4}"],
+            [
+                f"{'Global score':<{width}}",
+                f"{'':>3}",
+                f" {self.JF:.1f}",
+                f" {self.J:.1f}",
+                f" {self.F:.1f}",
+            ],
+        ]
         for o in self.objects:
-            lines.append(
-                f"{o.video:<{width}},{o.obj:03}, {o.jf_mean:>4.1f}, {o.j_mean:>4.1f}, "
-                f"{o.f_mean:>4.1f}"
+            rows.append(
+                [
+                    f"{guard_text(o.video):<{width}}",
+                    f"{guard_text(o.obj):03}",
+                    f" {o.jf_mean:>4.1f}",
+                    f" {o.j_mean:>4.1f}",
+                    f" {o.f_mean:>4.1f}",
+                ]
             )
-        return "\n".join(lines) + "\n"
+        return csv_text(rows)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary: global scores, counts, protocol, per-object scores."""
@@ -388,13 +404,21 @@ class JFResult:
         }
 
     def per_video_csv(self) -> str:
-        buf = io.StringIO()
+        """``per_video.csv``: one row per video (names guarded as in :meth:`results_csv`)."""
         cols = ["video", "num_objects", "num_frames", "J&F", "J", "F", "layout"]
-        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-        w.writeheader()
+        rows: list[list[str]] = [cols]
         for row in self.per_video():
-            w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
-        return buf.getvalue()
+            rows.append(
+                [
+                    f"{v:.4f}"
+                    if isinstance(v, float)
+                    else guard_text(v)
+                    if isinstance(v, str)
+                    else str(v)
+                    for v in (row[c] for c in cols)
+                ]
+            )
+        return csv_text(rows)
 
     def per_frame_json(self) -> list[dict[str, Any]]:
         return [o.to_dict() for o in self.objects]

@@ -10,7 +10,8 @@ Outputs under ``out``::
 
     predictions/<video>/<obj:03d>/<frame:05d>.png   (SA-V layout)  or
     predictions/<video>/<frame:05d>.png             (DAVIS layout, palette, no overlaps)
-    _progress/<video>.json     per-video scores, written last for the video (resume marker)
+    _progress/<video>.json     per-video scores, written last for the video (resume marker),
+                               with the run's fingerprint (weights + settings)
     results.csv  summary.json  per_video.csv  per_frame.json  report.html
 
 Frames before an object's prompt frame are predicted empty. With the model's
@@ -35,6 +36,13 @@ from typing import Any, Literal
 import numpy as np
 
 from sam2_core.data.readers.records import DataError, VideoRecord, check_video_id
+from sam2_core.eval.fingerprint import (
+    FINGERPRINT_KEY,
+    SETTINGS_KEY,
+    differences,
+    evaluation_settings,
+    fingerprint,
+)
 from sam2_core.eval.jf import (
     JFResult,
     ObjectScores,
@@ -54,6 +62,8 @@ from sam2_core.eval.layouts import (
 log = logging.getLogger(__name__)
 
 Prompt = Literal["first", "appear"]
+ResumeMode = Literal["auto", "strict", "off"]
+RESUME_MODES: tuple[ResumeMode, ...] = ("auto", "strict", "off")
 PROGRESS_DIR = "_progress"
 PRED_DIR = "predictions"
 
@@ -432,6 +442,52 @@ def _video_scores_to_json(v: VideoScores) -> dict[str, Any]:
     }
 
 
+class ResumeMismatchError(ValueError):
+    """``resume="strict"``: the output folder holds results of other weights or settings."""
+
+
+def resume_mode(resume: bool | str) -> ResumeMode:
+    """``"auto"``/``"strict"``/``"off"`` from a mode name or a bool (True: auto, False: off)."""
+    if resume is True:
+        return "auto"
+    if resume is False:
+        return "off"
+    for mode in RESUME_MODES:
+        if resume == mode:
+            return mode
+    raise ValueError(f"resume {resume!r}: use one of {', '.join(RESUME_MODES)}")
+
+
+def _read_marker(path: str) -> dict[str, Any] | None:
+    """A progress marker's JSON, or None when it cannot be read (then the video is redone)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable progress marker (%s); evaluating the video again", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _marker_matches(data: dict[str, Any] | None, fp: str) -> bool:
+    return data is not None and data.get(FINGERPRINT_KEY) == fp
+
+
+def _refuse_foreign_markers(prog_root: str, out: str, fp: str, settings: dict[str, Any]) -> None:
+    """``resume="strict"``: fail before any work if a marker was made by another run."""
+    for name in sorted(os.listdir(prog_root)):
+        if not name.endswith(".json"):
+            continue
+        data = _read_marker(os.path.join(prog_root, name))
+        if not _marker_matches(data, fp):
+            what = differences(data.get(SETTINGS_KEY) if data else None, settings)
+            raise ResumeMismatchError(
+                f"{out}: finished video {name[: -len('.json')]} was evaluated with other "
+                f"weights or settings ({', '.join(what) or 'fingerprint'} differ); use another "
+                "--out, or --resume auto to evaluate such videos again"
+            )
+
+
 def evaluate_model(
     *,
     model: Any,
@@ -448,7 +504,7 @@ def evaluate_model(
     max_objects_per_batch: int | None = None,
     skip_first_and_last: bool = True,
     write_all_frames: bool = False,
-    resume: bool = True,
+    resume: bool | ResumeMode = "auto",
     report: bool = True,
     compare_dir: str | None = None,
     tensorboard_dir: str | None = None,
@@ -469,7 +525,12 @@ def evaluate_model(
         prompt: ``"first"`` (first annotated frame) or ``"appear"`` (each object on the first
             annotated frame where it is visible).
         layout: prediction layout; ``"auto"``: DAVIS for DAVIS/MOSE data, SA-V otherwise.
-        resume: skip videos whose ``_progress/<video>.json`` exists.
+        resume: ``"auto"`` (or True): reuse a video's ``_progress/<video>.json`` only when
+            it carries this run's fingerprint (same weights, model and predictor settings,
+            prompt, layout, skip_first_and_last, ...: :mod:`sam2_core.eval.fingerprint`);
+            other videos are evaluated again. ``"strict"``: refuse (ResumeMismatchError,
+            before any work) when the folder holds a marker with another fingerprint.
+            ``"off"`` (or False): evaluate every video again.
         compare_dir: another run's output folder (or prediction folder) for a comparison report.
         num_threads: torch intra-op threads during inference (restored afterwards); ``"auto"``:
             :func:`auto_num_threads`; None: leave as is.
@@ -490,6 +551,7 @@ def evaluate_model(
 
     from sam2_core.model.build import resolve_device
 
+    mode = resume_mode(resume)
     dev = resolve_device(device)
     lay: PredLayout = default_layout(data, fmt) if layout == "auto" else layout
     pred_root = os.path.join(out, PRED_DIR)
@@ -499,6 +561,25 @@ def evaluate_model(
     was_training = bool(net.training)
     net.eval()
     predictor = make_predictor(net, predictor_cls)
+    run_settings = evaluation_settings(
+        model=net,
+        predictor=predictor,
+        settings={
+            "data": data.rstrip("/") if isinstance(data, str) else "<records>",
+            "fmt": fmt,
+            "split": split,
+            "device": dev.type,
+            "prompt": prompt,
+            "layout": lay,
+            "max_objects_per_batch": max_objects_per_batch,
+            "skip_first_and_last": skip_first_and_last,
+            "write_all_frames": write_all_frames,
+        },
+    )
+    fp = fingerprint(run_settings)
+    if mode == "strict":
+        _refuse_foreign_markers(prog_root, out, fp, run_settings)
+    redone: list[str] = []
     records: dict[str, VideoRecord] = {}
     scored: list[VideoScores] = []
     threads = auto_num_threads(net, dev) if num_threads == "auto" else num_threads
@@ -509,10 +590,23 @@ def evaluate_model(
         for rec in tqdm(it, desc="VOS", unit="video", disable=not progress):
             records[rec.video_id] = rec
             marker = os.path.join(prog_root, f"{rec.video_id}.json")
-            if resume and os.path.exists(marker):
-                with open(marker) as f:
-                    scored.append(video_scores_from_json(json.load(f)))
-                continue
+            if os.path.exists(marker):
+                if mode != "off":
+                    done = _read_marker(marker)
+                    if done is not None and _marker_matches(done, fp):
+                        scored.append(video_scores_from_json(done))
+                        continue
+                    if not redone:
+                        what = differences(done.get(SETTINGS_KEY) if done else None, run_settings)
+                        log.warning(
+                            "%s: finished videos were evaluated with other weights or settings"
+                            " (%s differ); evaluating them again",
+                            out,
+                            ", ".join(what) or "fingerprint",
+                        )
+                    redone.append(rec.video_id)
+                # The old marker must never vouch for the new (partial) predictions.
+                os.remove(marker)
             shutil.rmtree(os.path.join(pred_root, rec.video_id), ignore_errors=True)
             vs = predict_and_score_video(
                 predictor,
@@ -527,7 +621,12 @@ def evaluate_model(
             )
             from sam2_core.storage import write_json_atomic
 
-            write_json_atomic(marker, _video_scores_to_json(vs), indent=None)
+            done_json = {
+                **_video_scores_to_json(vs),
+                FINGERPRINT_KEY: fp,
+                SETTINGS_KEY: run_settings,
+            }
+            write_json_atomic(marker, done_json, indent=None)
             scored.append(vs)
             if on_video_done is not None:
                 on_video_done(rec.video_id)
@@ -546,6 +645,9 @@ def evaluate_model(
             "prompt": prompt,
             "layout": lay,
             "predictions": pred_root,
+            "fingerprint": fp,
+            "weights_sha256": run_settings["weights_sha256"],
+            "videos_redone": redone,
         }
     )
     if report:
@@ -607,26 +709,36 @@ def _evaluate_remote(kwargs: dict[str, Any]) -> dict[str, Any]:
         local_out = stack.enter_context(
             storage.staged_dir(out, last=("summary.json",), skip=uploaded)
         )
-        if kwargs["resume"]:
-            uploaded.update(_download_finished_videos(out, local_out))
+        fetched: set[str] = set()
+        if resume_mode(kwargs["resume"]) != "off":
+            fetched = _download_finished_videos(out, local_out)
+            uploaded.update(fetched)
 
         def upload_video(video_id: str) -> None:
             files = _video_files(local_out, video_id)
             marker = f"{PROGRESS_DIR}/{video_id}.json"
+            if marker in fetched or resume_mode(kwargs["resume"]) == "off":
+                # Evaluated again (other weights or settings): the old marker goes first, then
+                # the old predictions (files the new run does not write must not stay behind).
+                storage.remove(storage.join(out, marker), recursive=False)
+                storage.remove(storage.join(out, PRED_DIR, video_id))
             for rel in [*files, marker]:  # the marker last: it vouches for the predictions
                 with open(os.path.join(local_out, *rel.split("/")), "rb") as f:
                     storage.write_bytes_atomic(storage.join(out, rel), f.read())
                 uploaded.add(rel)
 
-        summary = evaluate_model(
-            **{
-                **kwargs,
-                "out": local_out,
-                "compare_dir": compare,
-                "tensorboard_dir": tb.log_dir if tb else None,
-                "on_video_done": _chain(kwargs.get("on_video_done"), upload_video),
-            }
-        )
+        try:
+            summary = evaluate_model(
+                **{
+                    **kwargs,
+                    "out": local_out,
+                    "compare_dir": compare,
+                    "tensorboard_dir": tb.log_dir if tb else None,
+                    "on_video_done": _chain(kwargs.get("on_video_done"), upload_video),
+                }
+            )
+        except ResumeMismatchError as exc:  # name the folder the user gave, not the staging one
+            raise ResumeMismatchError(str(exc).replace(local_out, out)) from None
 
         def rebase(v: Any) -> Any:
             if isinstance(v, str) and v.startswith(local_out):

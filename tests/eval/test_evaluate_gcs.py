@@ -127,3 +127,51 @@ def test_interrupted_remote_evaluation_resumes(gcs: str) -> None:
     fresh = evaluate_model(out=f"{gcs}/eval_fresh", predictor_cls=GTPredictor, **kw)  # type: ignore[arg-type]
     assert resumed["J&F"] == fresh["J&F"] and resumed["num_videos"] == 3
     assert storage.read_json(f"{out}/summary.json")["J&F"] == fresh["J&F"]
+
+
+def test_remote_resume_with_other_weights_redoes_the_videos(gcs: str, gcs_demo: str) -> None:
+    """Model B into a gs:// folder of model A: B's own numbers and files, none of A's left."""
+    import torch
+    from torch import nn
+
+    from eval.test_vos_resume_fingerprint import WeightPredictor
+    from sam2_core.eval.vos import evaluate_model
+
+    def model(w: float) -> nn.Linear:
+        m = nn.Linear(1, 1)
+        with torch.no_grad():
+            m.weight.fill_(w)
+            m.bias.zero_()
+        return m
+
+    kw = dict(data=gcs_demo, report=False, progress=False, predictor_cls=WeightPredictor)
+    out = f"{gcs}/eval_ab"
+    a = evaluate_model(model=model(1.0), out=out, write_all_frames=True, **kw)  # type: ignore[arg-type]
+    b = evaluate_model(model=model(-1.0), out=out, **kw)  # type: ignore[arg-type]
+    fresh = evaluate_model(model=model(-1.0), out=f"{gcs}/eval_b", **kw)  # type: ignore[arg-type]
+    assert a["J&F"] != fresh["J&F"]
+    assert b["J&F"] == fresh["J&F"] and b["fingerprint"] == fresh["fingerprint"]
+    assert storage.read_json(f"{out}/summary.json")["J&F"] == fresh["J&F"]
+
+    def files(root: str) -> list[str]:
+        fs, path = storage.get_fs(root)
+        return sorted(p[len(path) :] for p in fs.find(path))
+
+    # A wrote every frame (write_all_frames); B only the annotated ones, and nothing of A stays.
+    assert files(f"{out}/predictions") == files(f"{gcs}/eval_b/predictions")
+    for name in storage.listdir(f"{out}/_progress"):
+        marker = storage.read_json(f"{out}/_progress/{name}")
+        assert marker["fingerprint"] == fresh["fingerprint"]
+
+
+def test_remote_strict_resume_names_the_remote_folder(gcs: str, gcs_demo: str) -> None:
+    from torch import nn
+
+    from eval.test_vos_resume_fingerprint import WeightPredictor
+    from sam2_core.eval.vos import ResumeMismatchError, evaluate_model
+
+    kw = dict(data=gcs_demo, report=False, progress=False, predictor_cls=WeightPredictor)
+    out = f"{gcs}/eval_strict"
+    evaluate_model(model=nn.Linear(1, 1), out=out, **kw)  # type: ignore[arg-type]
+    with pytest.raises(ResumeMismatchError, match=f"^{out}: finished video"):
+        evaluate_model(model=nn.Linear(1, 1), out=out, resume="strict", **kw)  # type: ignore[arg-type]

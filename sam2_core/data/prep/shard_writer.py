@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from sam2_core import storage
 from sam2_core.data.prep.partitions import check_partition, in_partition, partition_label
 from sam2_core.data.readers.formats import iter_videos
+from sam2_core.data.readers.integrity import footer_sha256_url
 from sam2_core.data.readers.records import DataError, VideoRecord, check_video_id
 from sam2_core.data.readers.rle import rle_area
 from sam2_core.data.readers.shards import (
@@ -216,6 +217,8 @@ class _ShardWriter:
             use_dictionary=["video_id", "height", "width"],
             column_encoding={"image": "PLAIN"},
             write_statistics=["video_id", "frame_index"],
+            write_page_checksum=True,  # CRC per page, verified on read
+            max_rows_per_page=1,  # one frame per page: a failed CRC names a single frame
         )
         self._split = split
         self._rows = 0
@@ -248,6 +251,8 @@ class _ShardWriter:
         self._writer.close()
         assert self._sink is not None
         self._ctx.__exit__(None, None, None)  # renames the temporary file into place
+        name = shard_name(len(self.infos))
+        footer = footer_sha256_url(storage.join(self.dst, name), self._sink.size)
         self.infos.append(
             ShardInfo(
                 file=shard_name(len(self.infos), partition_label=self.label),
@@ -258,6 +263,7 @@ class _ShardWriter:
                 bytes=self._sink.size,
                 sha256=self._sink.sha.hexdigest(),
                 row_group_rows=list(self._rg_rows),
+                footer_sha256=footer,
             )
         )
         self._writer = None
@@ -590,7 +596,7 @@ def _index_bytes(entries: list[VideoEntry]) -> bytes:
             cols[n].append(getattr(e, n))
     table = pa.Table.from_pydict(cols, schema=INDEX_SCHEMA)
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd", write_page_checksum=True)
     return bytes(sink.getvalue().to_pybytes())
 
 

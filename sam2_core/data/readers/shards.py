@@ -5,7 +5,8 @@ Layout of a shard directory ``DST``::
 
     DST/shard-00000.parquet ...   one row per annotated frame, sorted by (video_id, frame_index)
     DST/index.parquet             one row per video: where its rows are, its objects, its split
-    DST/manifest.json             written LAST: row counts, sizes and sha256 of every file
+    DST/manifest.json             written LAST: row counts, sizes, sha256 and footer sha256 of
+                                  every file (its schema: :mod:`.manifest_schema`)
 
 A partitioned write (:func:`sam2_core.data.prep.shard_writer.write_shard_partition`, one call per
 partition, possibly on different machines) names its files ``shard-pPPPP-of-NNNN-00000.parquet``
@@ -25,7 +26,11 @@ shard files and a shard never mixes splits, except the one a partitioned commit 
 ``mixed`` (see ``commit_shards``); readers select videos by the index, never by shard file.
 
 Nothing partial is ever accepted: :meth:`ShardIndex.open` refuses a directory without
-``manifest.json`` or whose files disagree with it.
+``manifest.json``, with a manifest that fails its schema, or whose files disagree with it.
+Nothing corrupt is read silently: pages carry CRCs that are verified on read, each file's size
+and footer checksum are checked once per process before its first use
+(:mod:`sam2_core.data.readers.integrity`), and a decode error names the shard file, the row
+group, the video and the frame.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sam2_core import storage
+from sam2_core.data.readers.integrity import check_file_once, describe, is_decode_error
+from sam2_core.data.readers.manifest_schema import validate_manifest
 from sam2_core.data.readers.records import (
     DataError,
     RleMask,
@@ -116,6 +123,9 @@ class ShardInfo:
     bytes: int
     sha256: str
     row_group_rows: list[int] = field(default_factory=list)
+    #: sha256 of the Parquet footer (see :mod:`sam2_core.data.readers.integrity`); "" in
+    #: manifests written before it existed
+    footer_sha256: str = ""
 
 
 @dataclass
@@ -138,6 +148,7 @@ class ShardManifest:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any], *, source: str = "") -> ShardManifest:
+        validate_manifest(obj, source=source)
         try:
             shards = [ShardInfo(**s) for s in obj["shards"]]
             kw = {k: v for k, v in obj.items() if k != "shards"}
@@ -318,12 +329,24 @@ class ShardReader:
             handle: Any = open(path, "rb")  # noqa: SIM115 - kept open in the LRU
         else:
             handle = fs.open(path, "rb", cache_type="none")
-        pf = pq.ParquetFile(handle, pre_buffer=True)
         info = self.shards[shard]
-        if pf.metadata.num_rows != info.rows:
-            raise DataError(
-                f"{self.url}/{shard}: {pf.metadata.num_rows} rows, manifest {info.rows}"
+        where = f"{self.url}/{shard}"
+        try:
+            check_file_once(
+                handle,
+                url=where,
+                expected_bytes=info.bytes,
+                expected_footer_sha256=info.footer_sha256,
             )
+            pf = pq.ParquetFile(handle, pre_buffer=True, page_checksum_verification=True)
+        except BaseException as exc:
+            handle.close()
+            if is_decode_error(exc):
+                raise DataError(f"{where}: unreadable Parquet file ({describe(exc)})") from exc
+            raise
+        if pf.metadata.num_rows != info.rows:
+            handle.close()
+            raise DataError(f"{where}: {pf.metadata.num_rows} rows, manifest {info.rows}")
         starts = [0]
         for i in range(pf.metadata.num_row_groups):
             starts.append(starts[-1] + pf.metadata.row_group(i).num_rows)
@@ -335,7 +358,12 @@ class ShardReader:
         """Rows (file row numbers, any order) of ``columns``, returned in the order asked."""
         pf, starts = self._file(shard)
         groups = sorted({bisect.bisect_right(starts, r) - 1 for r in rows})
-        table = pf.read_row_groups(groups, columns=list(columns), use_threads=False)
+        try:
+            table = pf.read_row_groups(groups, columns=list(columns), use_threads=False)
+        except Exception as exc:
+            if not is_decode_error(exc):
+                raise
+            raise self._decode_error(shard, pf, starts, groups, rows, columns, exc) from exc
         md = pf.metadata
         names = set(columns)
         for g in groups:
@@ -359,10 +387,69 @@ class ShardReader:
         ]
         return table.take(pa.array(take, type=pa.int64()))
 
+    def _decode_error(
+        self,
+        shard: str,
+        pf: pq.ParquetFile,
+        starts: list[int],
+        groups: list[int],
+        rows: Sequence[int],
+        columns: Sequence[str],
+        exc: BaseException,
+    ) -> DataError:
+        """The error of a failed read, naming file, row group, column, video and frame.
+
+        Finds the first row group, column and row that fail by reading again in small pieces
+        (only on this error path), then looks the row up in the index.
+        """
+        bad_group, bad_col, bad_row = groups[0], "", min(rows)
+        for g in groups:
+            found = _first_bad_row(pf, g, columns)
+            if found is not None:
+                bad_group, bad_col, offset = g, found[0], found[1]
+                bad_row = starts[g] + offset
+                break
+        where = _row_owner(self.url, shard, bad_row)
+        col = f", column {bad_col}" if bad_col else ""
+        return DataError(
+            f"{self.url}/{shard}: row group {bad_group}{col}, {where}: cannot decode "
+            f"({describe(exc)}); the shard is corrupt, write the shards again (sam2kf shard)"
+        )
+
     def close(self) -> None:
         for handle, _, _ in self._open.values():
             handle.close()
         self._open.clear()
+
+
+def _first_bad_row(
+    pf: pq.ParquetFile, group: int, columns: Sequence[str]
+) -> tuple[str, int] | None:
+    """``(column, row offset in the group)`` of the first value that fails to decode."""
+    for col in columns:
+        offset = 0
+        try:
+            for batch in pf.iter_batches(
+                batch_size=1, row_groups=[group], columns=[col], use_threads=False
+            ):
+                offset += batch.num_rows
+        except Exception as exc:
+            if not is_decode_error(exc):
+                raise
+            return col, offset
+    return None
+
+
+def _row_owner(url: str, shard: str, row: int) -> str:
+    """``video V, frame F`` of a shard row, from the index (best effort: on an error path)."""
+    try:
+        index = ShardIndex.open(url)
+    except DataError:
+        return f"row {row}"
+    for e in index.videos:
+        if e.shard == shard and e.first_row <= row < e.first_row + e.num_frames:
+            return f"video {e.video_id}, frame {e.frame_indices[row - e.first_row]}"
+    return f"row {row}"
 
 
 def iter_shard_videos(
