@@ -251,11 +251,11 @@ class _ShardWriter:
         self._writer.close()
         assert self._sink is not None
         self._ctx.__exit__(None, None, None)  # renames the temporary file into place
-        name = shard_name(len(self.infos))
+        name = shard_name(len(self.infos), partition_label=self.label)
         footer = footer_sha256_url(storage.join(self.dst, name), self._sink.size)
         self.infos.append(
             ShardInfo(
-                file=shard_name(len(self.infos), partition_label=self.label),
+                file=name,
                 split=self._split,
                 rows=self._rows,
                 row_groups=len(self._rg_rows),
