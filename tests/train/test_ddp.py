@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .torchrun_helpers import WORKER, free_port, run_two_ranks, torchrun, torchrun_env
+from .train_helpers import WORKER, free_port, run_two_ranks, torchrun, torchrun_env
 
 OVERRIDES = [
     "experiment=smoke",

@@ -32,7 +32,7 @@ from sam2_core.train.model_train import SAM2Train
 from sam2_core.train.prompts import PromptConfig, PromptPlan, PromptSimulator
 from sam2_core.train.synthetic import SyntheticLoader
 
-from .torchrun_helpers import free_port, run_two_ranks
+from .train_helpers import free_port, run_two_ranks
 
 SIZE = 128
 

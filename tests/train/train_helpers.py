@@ -1,4 +1,5 @@
-"""Helpers shared by the tests that launch real ``torchrun`` jobs (plain functions, no fixtures)."""
+"""Helpers shared by the training tests: the cheapest real training run, and real ``torchrun``
+launches of it (plain functions, no fixtures)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,28 @@ from pathlib import Path
 
 # The training program every launch runs: ``_ddp_worker.py OUT_DIR OVERRIDE...``.
 WORKER = str(Path(__file__).with_name("_ddp_worker.py"))
+
+
+def tiny_training_overrides(out: str | Path, steps: int, *extra: str) -> list[str]:
+    """Config overrides of the cheapest training the smoke tests run (64 px, one object, a
+    checkpoint every step), writing into ``out``; ``extra`` overrides come last."""
+    return [
+        "experiment=smoke",
+        "data=synthetic",
+        "data.resolution=64",
+        "model.image_size=64",
+        "data.num_frames=2",
+        "data.max_num_objects=1",
+        "prompts.num_correction_pt_per_frame=1",
+        f"trainer.max_steps={steps}",
+        "trainer.ckpt_every=1",
+        "trainer.keep_last=1",
+        "trainer.log_every=1",
+        "trainer.image_every=0",
+        "trainer.progress=false",
+        f"trainer.output_dir={out}",
+        *extra,
+    ]
 
 
 def free_port() -> int:
