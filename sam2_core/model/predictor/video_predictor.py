@@ -523,15 +523,7 @@ class VideoPredictor:
         group's) and store it there as a non-conditioning frame; returns what
         :meth:`_run_single_frame_inference` returns."""
         current_out, pred = self._run_single_frame_inference(
-            state,
-            output_dict=bank,
-            frame_idx=frame_idx,
-            is_init_cond_frame=False,
-            point_inputs=None,
-            mask_inputs=None,
-            reverse=reverse,
-            run_mem_encoder=True,
-            batch_size=batch_size,
+            state, output_dict=bank, frame_idx=frame_idx, reverse=reverse, batch_size=batch_size
         )
         bank["non_cond_frame_outputs"][frame_idx] = current_out
         return current_out, pred
@@ -579,17 +571,18 @@ class VideoPredictor:
         *,
         output_dict: OutputDict,
         frame_idx: int,
-        is_init_cond_frame: bool,
-        point_inputs: dict[str, torch.Tensor] | None,
-        mask_inputs: torch.Tensor | None,
         reverse: bool,
-        run_mem_encoder: bool,
+        is_init_cond_frame: bool = False,
+        point_inputs: dict[str, torch.Tensor] | None = None,
+        mask_inputs: torch.Tensor | None = None,
+        run_mem_encoder: bool = True,
         prev_sam_mask_logits: torch.Tensor | None = None,
         batch_size: int = 1,
     ) -> tuple[TrackStepOutput, torch.Tensor]:
         """One tracking step of ``batch_size`` objects sharing ``output_dict``; returns
         ``(compact stored output, pred_masks [B, 1, S/4, S/4] on the compute device)``.
-        Memories are stored in bf16 on the storage device."""
+        Memories are stored in bf16 on the storage device. The defaults are a step without
+        prompts that also encodes the frame's memory (propagation)."""
         feats, pos, sizes = self._get_image_feature(state, frame_idx, batch_size)
         out = self.model.track_step(
             frame_idx=frame_idx,
