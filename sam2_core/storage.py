@@ -101,21 +101,8 @@ def read_json(url: str) -> Any:
 
 def write_bytes_atomic(url: str, data: bytes) -> None:
     """Write ``data`` so that readers see either nothing or the whole object."""
-    fs, path = get_fs(url)
-    if isinstance(fs, LocalFileSystem):
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    else:
-        # Object stores publish an object only when its upload completes.
-        with fs.open(path, "wb") as f:
-            f.write(data)
+    with open_atomic(url, "wb") as f:
+        f.write(data)
 
 
 def write_text_atomic(url: str, text: str) -> None:

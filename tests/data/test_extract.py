@@ -11,12 +11,7 @@ import pytest
 from PIL import Image
 
 from sam2_core.cli import main as cli_main
-from sam2_core.data.prep.demo import (
-    encode_mp4,
-    render_demo_video,
-    sav_annotation,
-    write_demo_dataset,
-)
+from sam2_core.data.prep.demo import write_demo_dataset, write_demo_video
 from sam2_core.data.prep.extract import extract_dataset, load_summary
 from sam2_core.data.readers.formats import detect_format, iter_videos
 from sam2_core.data.readers.rle import decode_rle
@@ -30,11 +25,15 @@ def demo_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _add_video(src: Path, vid: str, *, frames: int = 9, faststart: bool = False) -> dict:
-    imgs, masks = render_demo_video(7, num_frames=frames, seed=5, size=(48, 64))
-    (src / f"{vid}.mp4").write_bytes(encode_mp4(imgs, faststart=faststart))
-    ann = sav_annotation(vid, masks)
-    (src / f"{vid}_manual.json").write_text(json.dumps(ann))
-    return ann
+    return write_demo_video(
+        dst=str(src),
+        video_id=vid,
+        index=7,
+        num_frames=frames,
+        seed=5,
+        size=(48, 64),
+        faststart=faststart,
+    )[2]
 
 
 def test_extract_layout_masks_and_reader_roundtrip(demo_src: Path, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from sam2_core.data.prep.demo import (
     render_demo_video,
     sav_annotation,
     write_demo_dataset,
+    write_demo_video,
 )
 from sam2_core.data.readers.formats import detect_format, iter_videos
 from sam2_core.data.readers.records import DataError
@@ -30,11 +31,9 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _one_video(tmp: Path, vid: str = "v1", *, frames: int = 9, size: tuple[int, int] = (64, 96)):
-    imgs, masks = render_demo_video(0, num_frames=frames, seed=1, size=size)
-    (tmp / f"{vid}.mp4").write_bytes(encode_mp4(imgs))
-    ann = sav_annotation(vid, masks)
-    (tmp / f"{vid}_manual.json").write_text(json.dumps(ann))
-    return imgs, masks, ann
+    return write_demo_video(
+        dst=str(tmp), video_id=vid, index=0, num_frames=frames, seed=1, size=size
+    )
 
 
 def test_raw_records_frames_masks_and_pickle(raw: Path) -> None:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-WORKER = str(Path(__file__).with_name("_ddp_worker.py"))
+from .train_helpers import WORKER, free_port, run_two_ranks, torchrun, torchrun_env
+
 OVERRIDES = [
     "experiment=smoke",
     "data=synthetic",
@@ -26,25 +23,6 @@ OVERRIDES = [
     "trainer.progress=false",
     "trainer.device=cpu",
 ]
-
-
-def _torchrun() -> list[str]:
-    exe = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    return [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
 
 
 def _check_identical(out: Path, world: int) -> None:
@@ -65,19 +43,7 @@ def _check_identical(out: Path, world: int) -> None:
 def test_torchrun_two_procs(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     out.mkdir()
-    cmd = [
-        *_torchrun(),
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(_free_port()),
-        WORKER,
-        str(out),
-        *OVERRIDES,
-    ]
-    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    res = run_two_ranks(out, OVERRIDES, timeout=300)
     assert res.returncode == 0, res.stderr[-4000:]
     _check_identical(out, 2)
 
@@ -86,11 +52,11 @@ def test_torchrun_two_procs(tmp_path: Path) -> None:
 def test_torchrun_two_nodes_c10d(tmp_path: Path) -> None:
     out = tmp_path / "nodes"
     out.mkdir()
-    port = _free_port()
+    port = free_port()
     procs = []
     for _node in range(2):
         cmd = [
-            *_torchrun(),
+            *torchrun(),
             "--nnodes",
             "2",
             "--nproc-per-node",
@@ -107,7 +73,7 @@ def test_torchrun_two_nodes_c10d(tmp_path: Path) -> None:
         ]
         procs.append(
             subprocess.Popen(
-                cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                cmd, env=torchrun_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
         )
     errors = []

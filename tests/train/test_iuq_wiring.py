@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +32,9 @@ from sam2_core.train.model_train import SAM2Train
 from sam2_core.train.prompts import PromptConfig, PromptPlan, PromptSimulator
 from sam2_core.train.synthetic import SyntheticLoader
 
+from .train_helpers import free_port, run_two_ranks
+
 SIZE = 128
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _batch(seed: int, *, frames: int = 3, objects: int = 2) -> Any:
@@ -235,7 +228,7 @@ def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_ddp_gather_fills_queue_from_both_ranks(tmp_path: Path) -> None:
-    mp.spawn(_gather_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_gather_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     states = [torch.load(tmp_path / f"queue{r}.pt", weights_only=True) for r in range(2)]
     for st in states:
         assert st["count"] == 3 + 5 + 1
@@ -249,23 +242,7 @@ def test_ddp_gather_fills_queue_from_both_ranks(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_torchrun_two_ranks_with_iuq(tmp_path: Path) -> None:
     """2 gloo ranks: weights stay identical and the queue holds both ranks' pixels."""
-    import shutil
-
-    worker = str(Path(__file__).with_name("_ddp_worker.py"))
-    exe = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    launcher = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [
-        *launcher,
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(_free_port()),
-        worker,
-        str(tmp_path),
+    overrides = [
         "experiment=smoke",
         "data=synthetic",
         "data.num_frames=2",
@@ -279,7 +256,7 @@ def test_torchrun_two_ranks_with_iuq(tmp_path: Path) -> None:
         "iuq.equivariance.weight=3.0",
         "iuq.equivariance.prob=1.0",
     ]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    res = run_two_ranks(tmp_path, overrides, timeout=600)
     assert res.returncode == 0, res.stderr[-4000:]
     a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["params"] for r in (0, 1))
     assert all(torch.equal(a[k], b[k]) for k in a)

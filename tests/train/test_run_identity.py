@@ -18,26 +18,7 @@ from sam2_core.train.run_identity import (
 )
 from sam2_core.train.trainer import run_training
 
-
-def _overrides(out: Path, steps: int, *extra: str) -> list[str]:
-    # the cheapest training of the smoke tests, at 64 px: these tests are about the folder
-    return [
-        "experiment=smoke",
-        "data=synthetic",
-        "data.resolution=64",
-        "model.image_size=64",
-        "data.num_frames=2",
-        "data.max_num_objects=1",
-        "prompts.num_correction_pt_per_frame=1",
-        f"trainer.max_steps={steps}",
-        "trainer.ckpt_every=1",
-        "trainer.keep_last=1",
-        "trainer.log_every=1",
-        "trainer.image_every=0",
-        "trainer.progress=false",
-        f"trainer.output_dir={out}",
-        *extra,
-    ]
+from .train_helpers import tiny_training_overrides
 
 
 @pytest.fixture(autouse=True)
@@ -47,9 +28,9 @@ def _single_process(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_identity_ignores_resumable_keys_and_names_differences(tmp_path: Path) -> None:
-    base = load_train_config(_overrides(tmp_path / "a", 2))
+    base = load_train_config(tiny_training_overrides(tmp_path / "a", 2))
     same = load_train_config(
-        _overrides(tmp_path / "b", 50, "trainer.log_every=5", "data.num_workers=3")
+        tiny_training_overrides(tmp_path / "b", 50, "trainer.log_every=5", "data.num_workers=3")
     )
     ident = RunIdentity.of(cfg=base)
     assert ident == RunIdentity.of(cfg=same)
@@ -57,7 +38,9 @@ def test_identity_ignores_resumable_keys_and_names_differences(tmp_path: Path) -
     assert "trainer.max_steps" not in hashed_config(cfg=base)
     assert "optim.base_lr" in hashed_config(cfg=base)
 
-    other = RunIdentity.of(cfg=load_train_config(_overrides(tmp_path, 2, "optim.base_lr=0.002")))
+    other = RunIdentity.of(
+        cfg=load_train_config(tiny_training_overrides(tmp_path, 2, "optim.base_lr=0.002"))
+    )
     assert other != ident
     # optim.lr.<group>.start follows base_lr: named after it
     assert ident.differences(other)[:2] == [
@@ -71,20 +54,20 @@ def test_identity_ignores_resumable_keys_and_names_differences(tmp_path: Path) -
 
 def test_bad_resume_value_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"trainer.resume='maybe'.*allowed values: auto, new"):
-        load_train_config(_overrides(tmp_path, 1, "trainer.resume=maybe"))
+        load_train_config(tiny_training_overrides(tmp_path, 1, "trainer.resume=maybe"))
 
 
 @pytest.mark.integration
 def test_resume_checks_identity_and_steps(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    first = run_training(load_train_config(_overrides(out, 1)))
+    first = run_training(load_train_config(tiny_training_overrides(out, 1)))
     assert first["step"] == 1 and first["resumed_from"] is None
     recorded = read_identity(output_dir=str(out))
     assert recorded is not None and recorded.model == "tiny" and recorded.experiment == "smoke"
 
     # Same run, nothing left to train: refused, naming the folder, the step and both ways out.
     with pytest.raises(ResumeError) as e:
-        run_training(load_train_config(_overrides(out, 1)))
+        run_training(load_train_config(tiny_training_overrides(out, 1)))
     msg = str(e.value)
     assert "\n" not in msg
     assert f"{out} already reached step 1 and trainer.max_steps=1" in msg
@@ -94,15 +77,17 @@ def test_resume_checks_identity_and_steps(tmp_path: Path) -> None:
     with pytest.raises(
         ResumeError, match=r"holds a different run \(optim.base_lr 0.001 -> 0.002; "
     ):
-        run_training(load_train_config(_overrides(out, 3, "optim.base_lr=0.002")))
+        run_training(load_train_config(tiny_training_overrides(out, 3, "optim.base_lr=0.002")))
 
     # The same run with more steps resumes.
-    second = run_training(load_train_config(_overrides(out, 2)))
+    second = run_training(load_train_config(tiny_training_overrides(out, 2)))
     assert second["resumed_from"] == 1 and second["step"] == 2
 
     # trainer.resume=new replaces the other run: trained from step 0, new identity recorded.
     new = run_training(
-        load_train_config(_overrides(out, 1, "optim.base_lr=0.002", "trainer.resume=new"))
+        load_train_config(
+            tiny_training_overrides(out, 1, "optim.base_lr=0.002", "trainer.resume=new")
+        )
     )
     assert new["resumed_from"] is None and new["step"] == 1
     assert [
@@ -114,7 +99,9 @@ def test_resume_checks_identity_and_steps(tmp_path: Path) -> None:
 
     # ... and a restart with the same arguments (e.g. a restarted pod) continues that run.
     again = run_training(
-        load_train_config(_overrides(out, 2, "optim.base_lr=0.002", "trainer.resume=new"))
+        load_train_config(
+            tiny_training_overrides(out, 2, "optim.base_lr=0.002", "trainer.resume=new")
+        )
     )
     assert again["resumed_from"] == 1 and again["step"] == 2
 
@@ -122,11 +109,11 @@ def test_resume_checks_identity_and_steps(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_interrupted_final_export_and_older_folders_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    run_training(load_train_config(_overrides(out, 1)))
+    run_training(load_train_config(tiny_training_overrides(out, 1)))
     # Killed after the last checkpoint, before model_final.pt: the restart finishes the export.
     (out / "model_final.pt").unlink()
     (out / RUN_FILE).unlink()  # and a folder written before run identities existed
-    done = run_training(load_train_config(_overrides(out, 1)))
+    done = run_training(load_train_config(tiny_training_overrides(out, 1)))
     assert done["resumed_from"] == 1 and done["step"] == 1
     assert (out / "model_final.pt").exists() and (out / RUN_FILE).exists()
 
@@ -134,9 +121,9 @@ def test_interrupted_final_export_and_older_folders_resume(tmp_path: Path) -> No
 @pytest.mark.integration
 def test_cli_refusal_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    assert cli_main(["train", *_overrides(out, 1)]) == 0
+    assert cli_main(["train", *tiny_training_overrides(out, 1)]) == 0
     capsys.readouterr()
-    assert cli_main(["train", *_overrides(out, 1)]) == 2
+    assert cli_main(["train", *tiny_training_overrides(out, 1)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = [x for x in captured.err.splitlines() if x.startswith("sam2kf train:")]

@@ -344,13 +344,33 @@ def write_demo_dataset(
     ids = []
     for i in range(num_videos):
         vid = f"demo_{i:03d}"
-        size = tuple(sizes[i % len(sizes)])
-        frames, masks = render_demo_video(
-            i, num_frames=num_frames, seed=seed, size=(int(size[0]), int(size[1]))
-        )
-        storage.write_bytes_atomic(storage.join(dst, f"{vid}.mp4"), encode_mp4(frames))
-        storage.write_json_atomic(
-            storage.join(dst, f"{vid}_manual.json"), sav_annotation(vid, masks), indent=None
+        h, w = sizes[i % len(sizes)]
+        write_demo_video(
+            dst=dst, video_id=vid, index=i, num_frames=num_frames, seed=seed, size=(int(h), int(w))
         )
         ids.append(vid)
     return ids
+
+
+def write_demo_video(
+    *,
+    dst: str,
+    video_id: str,
+    index: int,
+    num_frames: int,
+    seed: int,
+    size: tuple[int, int],
+    faststart: bool = False,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Write demo video ``index`` (see :func:`render_demo_video`) as ``DST/<video_id>.mp4`` +
+    ``DST/<video_id>_manual.json`` (``faststart`` as in :func:`encode_mp4`).
+
+    Returns:
+        frames ``uint8 [T, H, W, 3]``, masks ``bool [T, O, H, W]`` and the annotation written.
+    """
+    frames, masks = render_demo_video(index, num_frames=num_frames, seed=seed, size=size)
+    ann = sav_annotation(video_id, masks)
+    mp4 = encode_mp4(frames, faststart=faststart)
+    storage.write_bytes_atomic(storage.join(dst, f"{video_id}.mp4"), mp4)
+    storage.write_json_atomic(storage.join(dst, f"{video_id}_manual.json"), ann, indent=None)
+    return frames, masks, ann

@@ -11,6 +11,7 @@ import functools
 import io
 import posixpath
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +61,17 @@ def list_frames(dir_url: str, suffixes: tuple[str, ...]) -> dict[int, str]:
 def read_list_file(url: str) -> list[str]:
     """Non-empty, stripped lines of a text file (DAVIS ImageSets, SA-V ``sav_val.txt``)."""
     return [ln.strip() for ln in storage.read_text(url).splitlines() if ln.strip()]
+
+
+def read_annotation_json(url: str) -> Any:
+    """The parsed annotation file at ``url``; a missing or malformed file is a
+    :class:`DataError` naming it."""
+    try:
+        return storage.read_json(url)
+    except FileNotFoundError:
+        raise DataError(f"{url}: annotation file not found") from None
+    except ValueError as e:
+        raise DataError(f"{url}: not valid JSON ({e})") from e
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from sam2_core import storage
-from sam2_core.data.readers.files import FrameFileLoader, list_entries
+from sam2_core.data.readers.files import FrameFileLoader, list_entries, read_annotation_json
 from sam2_core.data.readers.records import (
     DataError,
     RleMask,
@@ -42,12 +42,7 @@ def list_sa1b_images(url: str) -> list[tuple[str, str]]:
 def read_sa1b_image(folder: str, stem: str) -> VideoRecord:
     """One SA-1B image as a one-frame video (frame index 0), masks validated against its size."""
     json_url = storage.join(folder, f"{stem}.json")
-    try:
-        data = storage.read_json(json_url)
-    except FileNotFoundError:
-        raise DataError(f"{json_url}: annotation file not found") from None
-    except ValueError as e:
-        raise DataError(f"{json_url}: not valid JSON ({e})") from e
+    data = read_annotation_json(json_url)
     info = data.get("image") if isinstance(data, dict) else None
     if not isinstance(info, dict) or "height" not in info or "width" not in info:
         raise DataError(f"{json_url}: no 'image' entry with height and width")

@@ -27,6 +27,7 @@ from sam2_core.data.readers.files import (
     FrameFileLoader,
     list_entries,
     list_frames,
+    read_annotation_json,
     read_list_file,
 )
 from sam2_core.data.readers.records import (
@@ -52,12 +53,7 @@ ANNOTATION_KINDS = ("manual", "auto")
 # ----------------------------------------------------------------------------- annotation JSON
 def load_annotation(url: str) -> dict[str, Any]:
     """Read and structurally check an SA-V annotation JSON (``masklet`` lists agree in length)."""
-    try:
-        ann = storage.read_json(url)
-    except FileNotFoundError:
-        raise DataError(f"{url}: annotation file not found") from None
-    except ValueError as e:
-        raise DataError(f"{url}: not valid JSON ({e})") from e
+    ann = read_annotation_json(url)
     if not isinstance(ann, dict) or not isinstance(ann.get("masklet"), list):
         raise DataError(f"{url}: not an SA-V annotation (no 'masklet' list)")
     num = _num_objects(ann, url)

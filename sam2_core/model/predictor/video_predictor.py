@@ -464,17 +464,7 @@ class VideoPredictor:
             if self.clear_non_cond_mem_around_input:
                 state.clear_non_cond_around(obj_idx, frame_idx, self._clear_radius())
         else:
-            current_out, pred = self._run_single_frame_inference(
-                state,
-                output_dict=out_dict,
-                frame_idx=frame_idx,
-                is_init_cond_frame=False,
-                point_inputs=None,
-                mask_inputs=None,
-                reverse=reverse,
-                run_mem_encoder=True,
-            )
-            out_dict["non_cond_frame_outputs"][frame_idx] = current_out
+            _, pred = self._track_unprompted(state, out_dict, frame_idx, reverse=reverse)
             if self.bounded_memory:
                 state.trim_outputs(obj_idx, frame_idx, reverse=reverse, window=self._window())
         state.frames_tracked_per_obj[obj_idx][frame_idx] = {"reverse": reverse}
@@ -503,18 +493,9 @@ class VideoPredictor:
                 for i in group:
                     state.clear_non_cond_around(i, frame_idx, self._clear_radius())
         else:
-            current_out, pred = self._run_single_frame_inference(
-                state,
-                output_dict=bank,
-                frame_idx=frame_idx,
-                is_init_cond_frame=False,
-                point_inputs=None,
-                mask_inputs=None,
-                reverse=reverse,
-                run_mem_encoder=True,
-                batch_size=len(group),
+            current_out, pred = self._track_unprompted(
+                state, bank, frame_idx, reverse=reverse, batch_size=len(group)
             )
-            bank["non_cond_frame_outputs"][frame_idx] = current_out
             for b, i in enumerate(group):
                 out_i = select_object(current_out, b)
                 state.output_dict_per_obj[i]["non_cond_frame_outputs"][frame_idx] = out_i
@@ -528,6 +509,24 @@ class VideoPredictor:
         for i in group:
             state.frames_tracked_per_obj[i][frame_idx] = {"reverse": reverse}
         return pred
+
+    def _track_unprompted(
+        self,
+        state: InferenceState,
+        bank: OutputDict,
+        frame_idx: int,
+        *,
+        reverse: bool,
+        batch_size: int = 1,
+    ) -> tuple[TrackStepOutput, torch.Tensor]:
+        """Track a frame without prompts from the memories in ``bank`` (one object's or a
+        group's) and store it there as a non-conditioning frame; returns what
+        :meth:`_run_single_frame_inference` returns."""
+        current_out, pred = self._run_single_frame_inference(
+            state, output_dict=bank, frame_idx=frame_idx, reverse=reverse, batch_size=batch_size
+        )
+        bank["non_cond_frame_outputs"][frame_idx] = current_out
+        return current_out, pred
 
     def _clear_radius(self) -> int:
         """Frames around a prompt whose non-conditioning memories are dropped."""
@@ -572,17 +571,18 @@ class VideoPredictor:
         *,
         output_dict: OutputDict,
         frame_idx: int,
-        is_init_cond_frame: bool,
-        point_inputs: dict[str, torch.Tensor] | None,
-        mask_inputs: torch.Tensor | None,
         reverse: bool,
-        run_mem_encoder: bool,
+        is_init_cond_frame: bool = False,
+        point_inputs: dict[str, torch.Tensor] | None = None,
+        mask_inputs: torch.Tensor | None = None,
+        run_mem_encoder: bool = True,
         prev_sam_mask_logits: torch.Tensor | None = None,
         batch_size: int = 1,
     ) -> tuple[TrackStepOutput, torch.Tensor]:
         """One tracking step of ``batch_size`` objects sharing ``output_dict``; returns
         ``(compact stored output, pred_masks [B, 1, S/4, S/4] on the compute device)``.
-        Memories are stored in bf16 on the storage device."""
+        Memories are stored in bf16 on the storage device. The defaults are a step without
+        prompts that also encodes the frame's memory (propagation)."""
         feats, pos, sizes = self._get_image_feature(state, frame_idx, batch_size)
         out = self.model.track_step(
             frame_idx=frame_idx,
