@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sam2_core.data.loader.config import LoaderConfig
 from sam2_core.train.iuq import IUQConfig
 from sam2_core.train.losses import LossConfig
 from sam2_core.train.optim import OptimConfig
@@ -33,31 +34,31 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class DataSection:
+class DataSection(LoaderConfig):
     """Where training/validation data come from and how clips are sampled.
 
     Exactly one of ``shards`` (Parquet shards URL), ``raw`` (any dataset URL readable by
     ``sam2_core.data.readers.formats.iter_videos``) or ``synthetic`` is used; ``demo`` generates the
     built-in demo dataset into ``<output_dir>/demo_data`` when neither URL is given.
+
+    The loader settings themselves (``shards``, ``raw``, ``resolution``, ``num_frames``,
+    ``augment``, ``sources``, ...) are those of :class:`~sam2_core.data.loader.config.LoaderConfig`,
+    defined there once; this section adds only where the data come from besides a URL and what
+    validation reads.
     """
 
-    shards: str | None = None
-    raw: str | None = None
     synthetic: bool = False
     demo: bool = False
     demo_num_videos: int = 6
     demo_num_frames: int = 24
     #: validation data URL (any format); None = validate on the training split "val" of shards
     val: str | None = None
-    val_max_videos: int | None = 4
-    resolution: int = 1024
-    num_frames: int = 8
-    max_num_objects: int = 3
-    batch_size: int = 1
-    num_workers: int = 2
-    reverse_time_prob: float = 0.0
-    #: extra keyword arguments for ``sam2_core.data.loader.config.LoaderConfig`` (``augment``, ...)
-    extra: dict[str, Any] = field(default_factory=dict)
+    val_max_videos: int | None = 20
+
+    def loader_config(self, *, raw: str | None) -> LoaderConfig:
+        """The loader's settings, with ``raw`` replacing this section's (e.g. the demo data)."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(LoaderConfig)}
+        return LoaderConfig(**{**own, "raw": raw})
 
 
 @dataclass

@@ -293,17 +293,11 @@ class Trainer:
                 epoch=epoch,
                 start_position=position,
             )
-        import dataclasses
-
-        from sam2_core.data.loader.config import LoaderConfig
         from sam2_core.data.loader.train_loader import build_train_loader
 
-        names = {f.name for f in dataclasses.fields(LoaderConfig)}
-        kwargs = {k: v for k, v in dataclasses.asdict(d).items() if k in names}
-        kwargs.update(d.extra)
-        kwargs["raw"] = kwargs.get("raw") or (None if d.shards else self._demo_data())
+        raw = d.raw or (None if d.shards or d.sources else self._demo_data())
         return build_train_loader(
-            LoaderConfig(**kwargs),
+            d.loader_config(raw=raw),
             rank=self.info.rank,
             world_size=self.info.world_size,
             seed=self.cfg.trainer.seed,

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass
 class AugmentConfig:
     """Clip augmentations, consistent across the frames of a clip (see :mod:`.transforms`).
 
