@@ -62,3 +62,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture()
+def published_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """URLs of the whole objects published through ``storage.write_bytes_atomic``, in order
+    (the real write still happens): tests of "marker last" ordering read it."""
+    from sam2_core import storage
+
+    order: list[str] = []
+    real = storage.write_bytes_atomic
+
+    def spy(url: str, data: bytes) -> None:
+        real(url, data)
+        order.append(url)
+
+    monkeypatch.setattr(storage, "write_bytes_atomic", spy)
+    return order

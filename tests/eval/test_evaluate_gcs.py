@@ -40,17 +40,10 @@ def gcs_demo(gcs: str) -> str:
 
 
 def test_evaluate_model_to_gcs(
-    gcs: str, gcs_demo: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    gcs: str, gcs_demo: str, published_writes: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     out, tb = f"{gcs}/eval1", f"{gcs}/tb"
-    order: list[str] = []
-    real = storage.write_bytes_atomic
-
-    def spy(url: str, data: bytes) -> None:
-        real(url, data)
-        order.append(url)
-
-    monkeypatch.setattr(storage, "write_bytes_atomic", spy)
+    order = published_writes
     args = ["evaluate", "--model", "tiny", "--data", gcs_demo, "--device", "cpu", "--quiet"]
     assert cli_main([*args, "--out", out, "--tensorboard-dir", tb]) == 0
     assert f"results written to {out}" in capsys.readouterr().out

@@ -24,6 +24,8 @@ from sam2_core import storage
 from sam2_core.tb_mirror import TensorBoardMirror
 from sam2_core.train.checkpoint import CheckpointManager, CheckpointWarning
 
+from .train_helpers import tiny_training_overrides
+
 
 @pytest.fixture(scope="module")
 def gcs() -> Iterator[str]:
@@ -39,23 +41,10 @@ def _state(step: int) -> dict[str, Any]:
     return {"step": step, "model": {"w": torch.full((3,), float(step))}}
 
 
-def _record_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the order in which whole objects are published (the real write still happens)."""
-    order: list[str] = []
-    real = storage.write_bytes_atomic
-
-    def spy(url: str, data: bytes) -> None:
-        real(url, data)
-        order.append(url)
-
-    monkeypatch.setattr(storage, "write_bytes_atomic", spy)
-    return order
-
-
-def test_checkpoint_manager_on_gcs(gcs: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpoint_manager_on_gcs(gcs: str, published_writes: list[str]) -> None:
     root = _prefix(gcs) + "/checkpoints"
     mgr = CheckpointManager(root, keep_last=2)
-    order = _record_writes(monkeypatch)
+    order = published_writes
     for s in (1, 2, 3):
         mgr.save(s, _state(s))
     # every directory: state.pt published first, the marker last
@@ -102,26 +91,6 @@ def test_tensorboard_mirror_uploads_changed_files(gcs: str) -> None:
     assert not os.path.exists(tb.log_dir)
 
 
-def _overrides(out: str, steps: int) -> list[str]:
-    # the cheapest training the smoke tests use, at 64 px: this test is about the storage
-    return [
-        "experiment=smoke",
-        "data=synthetic",
-        "data.resolution=64",
-        "model.image_size=64",
-        "data.num_frames=2",
-        "data.max_num_objects=1",
-        "prompts.num_correction_pt_per_frame=1",
-        f"trainer.max_steps={steps}",
-        "trainer.ckpt_every=1",
-        "trainer.keep_last=1",
-        "trainer.log_every=1",
-        "trainer.image_every=0",
-        "trainer.progress=false",
-        f"trainer.output_dir={out}",
-    ]
-
-
 @pytest.mark.integration
 def test_training_outputs_and_resume_on_gcs(gcs: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -136,7 +105,7 @@ def test_training_outputs_and_resume_on_gcs(gcs: str, monkeypatch: pytest.Monkey
     ckpt = storage.join(out, "checkpoints")
     tb_url = storage.join(out, "tensorboard")
 
-    first = run_training(load_train_config(_overrides(out, 1)))
+    first = run_training(load_train_config(tiny_training_overrides(out, 1)))
     assert first["step"] == 1 and first["resumed_from"] is None
     assert storage.listdir(ckpt) == ["step-000001"] and storage.is_complete(
         storage.join(ckpt, "step-000001")
@@ -147,7 +116,7 @@ def test_training_outputs_and_resume_on_gcs(gcs: str, monkeypatch: pytest.Monkey
     state_pt = storage.read_bytes(storage.join(ckpt, "step-000001", "state.pt"))
     storage.write_bytes_atomic(storage.join(ckpt, "step-000007", "state.pt"), state_pt)
 
-    second = run_training(load_train_config(_overrides(out, 2)))
+    second = run_training(load_train_config(tiny_training_overrides(out, 2)))
     assert second["resumed_from"] == 1 and second["step"] == 2
     # keep-last-1: step 1 pruned, the leftover without marker cleaned up
     assert storage.listdir(ckpt) == ["step-000002"] and storage.is_complete(

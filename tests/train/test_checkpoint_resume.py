@@ -15,6 +15,8 @@ import torch
 
 from sam2_core.train.checkpoint import CheckpointManager, CheckpointWarning
 
+from .train_helpers import torchrun_env
+
 
 def _state(step: int) -> dict:
     return {"step": step, "model": {"w": torch.full((3,), float(step))}}
@@ -66,20 +68,12 @@ def _train_cmd(out: Path, steps: int) -> list[str]:
     ]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 @pytest.mark.integration
 def test_sigkill_and_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
     steps = 6
     proc = subprocess.Popen(
-        _train_cmd(out, steps), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        _train_cmd(out, steps), env=torchrun_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     marker = out / "checkpoints" / "step-000002" / "_COMPLETE"
     deadline = time.time() + 240
@@ -98,7 +92,7 @@ def test_sigkill_and_resume(tmp_path: Path) -> None:
     assert killed_at < steps
 
     res = subprocess.run(
-        _train_cmd(out, steps), env=_env(), capture_output=True, text=True, timeout=300
+        _train_cmd(out, steps), env=torchrun_env(), capture_output=True, text=True, timeout=300
     )
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout.strip().splitlines()[-1])
