@@ -257,9 +257,10 @@ def partition_numbers(*, num_partitions: int) -> list[int]:
 def _committed(dst: str, num_partitions: int) -> bool:
     """Whether ``dst`` holds a dataset committed from ``num_partitions`` partitions."""
     url = storage.join(dst, MANIFEST)
-    if not storage.exists(url):
+    try:
+        params = ShardManifest.from_json(storage.read_json(url), source=url).params
+    except FileNotFoundError:  # never committed, or another partition has just removed it
         return False
-    params = ShardManifest.from_json(storage.read_json(url), source=url).params
     return int(params.get("num_partitions", 0)) == num_partitions
 
 

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  sam2kf run --local --data-partitions 3   (extract + shard fan out, then commit)\n"
         "  sam2kf run --local --raw-uri /data/sav_raw --model sam2.1_hiera_t --experiment sav_finetune\n"
         "Run it twice with the same --out: the second run warm-starts from the champion and, with\n"
-        "no new videos in --raw-uri, stops after the extract step."
+        "no new videos in --raw-uri, stops after the extract (and commit) step."
     )
     parser.add_argument(
         "--local", action="store_true", help="run on this machine (required: the only mode)"
