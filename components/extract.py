@@ -17,8 +17,11 @@ def extract_frames(
     every: int = 4,
     workers: int = 0,
     storage_root: str = "",
+    partition: int = 0,
+    num_partitions: int = 1,
 ) -> int:
-    """Decode every ``every``-th frame of each new video; returns how many videos were new.
+    """Decode every ``every``-th frame of each new video of one partition; returns how many
+    videos (of the partition) were new.
 
     Args:
         raw_uri: folder of raw SA-V style videos (``<id>.mp4`` + ``<id>_manual.json``), any
@@ -31,6 +34,8 @@ def extract_frames(
         every: keep every Nth frame of the 24 fps video (4 = SA-V's 6 fps annotations).
         workers: decode processes (0 = in the step's own process).
         storage_root: write under this root instead of the artifact store ("" = artifact store).
+        partition: which partition of the videos this step extracts (0-based).
+        num_partitions: how many partitions the videos are split into (by a hash of the id).
     """
     from sam2_core.workflow import extract_videos
 
@@ -44,4 +49,6 @@ def extract_frames(
         every=every,
         workers=workers,
         storage_root=storage_root,
+        partition=partition,
+        num_partitions=num_partitions,
     )

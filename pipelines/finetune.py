@@ -1,7 +1,12 @@
 """The fine-tuning pipeline (wiring only; every step is one component in ``components/``).
 
-raw videos -> extract (new videos only) -> shard -> train (PyTorchJob or local torchrun)
--> evaluate the challenger AND the current champion on the same split -> promote if better.
+raw videos -> extract (new videos only) -> shard -> commit -> train (PyTorchJob or local
+torchrun) -> evaluate the challenger AND the current champion on the same split -> promote if
+better. Extract and shard fan out over ``data_partitions`` partitions of the videos (a
+``dsl.ParallelFor`` over the list that ``plan-partitions`` returns, at most
+``ClusterSettings.data_parallelism`` at a time; each iteration extracts, then shards, its own
+videos, cached and retried on its own); the commit step merges the partitions
+(``dsl.Collected``) into one dataset version and decides "new videos?" over all of them.
 
 Runtime choices are pipeline parameters (visible in the KFP UI's "Create run" form). Cluster
 plumbing that KFP needs at compile time (PVC, secrets, node selectors, tolerations, GPU on the
@@ -16,9 +21,11 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
+from components.commit_shards import commit_shards
 from components.evaluate import evaluate_challenger
 from components.evaluate_champion import evaluate_champion
 from components.extract import extract_frames
+from components.plan_partitions import plan_partitions
 from components.promote import promote_model
 from components.shard import shard_dataset
 from components.train import train_model
@@ -29,8 +36,10 @@ PIPELINE_NAME = "sam2-finetune"
 
 #: Step (task) names of the compiled pipeline, in execution order; golden-tested.
 STEP_NAMES = (
+    "plan-partitions",
     "extract-frames",
     "shard-dataset",
+    "commit-shards",
     "train-model",
     "evaluate-challenger",
     "evaluate-champion",
@@ -78,6 +87,8 @@ class ClusterSettings:
     #: Repository and tag of every step's image and of the training pods' default image
     #: (``sam2kf compile --image-repo/--image-tag``, ``$SAM2KF_IMAGE_REPO``/``$SAM2KF_IMAGE_TAG``).
     images: ImageSettings = field(default_factory=ImageSettings)
+    #: Most data partitions (extract + shard pods) running at the same time (0 = no limit).
+    data_parallelism: int = 8
     #: The training pods' own launch settings (namespace, image, service account, CPU, memory,
     #: ...; see :mod:`sam2_core.launch.spec`). Its PVC, secrets, node selector and tolerations,
     #: when empty, are the ones above; run-time parameters fill in the rest.
@@ -191,6 +202,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Any:
         val_fraction: float = 0.1,
         shard_size_mb: int = 256,
         eval_max_videos: int = 0,
+        data_partitions: int = 1,
     ) -> None:
         """SAM 2.1 fine-tuning on new videos, promoted only when it beats the champion.
 
@@ -216,28 +228,45 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Any:
             val_fraction: share of videos held out for evaluation.
             shard_size_mb: target Parquet shard size.
             eval_max_videos: evaluate at most this many videos (0 = all).
+            data_partitions: extract and shard as this many partitions of the videos, each
+                its own pair of steps (pods); the commit step merges them.
         """
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-        extract = extract_frames(
-            raw_uri=raw_uri,
-            dataset_name=dataset_name,
-            dataset_version=dataset_version,
-            registry_uri=registry_uri,
-            run_id=run_id,
-            every=every,
-            storage_root=storage_root,
-        ).set_display_name("extract frames")
-        # The seen-video set lives in the registry, which the cache key cannot see.
-        extract.set_caching_options(False)
-        with dsl.If(extract.outputs["Output"] > 0, name="new-videos"):
-            shard = shard_dataset(
-                frames=extract.outputs["frames"],
-                registry_uri=registry_uri,
+        plan = plan_partitions(num_partitions=data_partitions).set_display_name("plan partitions")
+        with dsl.ParallelFor(
+            plan.output, parallelism=s.data_parallelism, name="data-partitions"
+        ) as partition:
+            extract = extract_frames(
                 raw_uri=raw_uri,
+                dataset_name=dataset_name,
+                dataset_version=dataset_version,
+                registry_uri=registry_uri,
+                run_id=run_id,
+                every=every,
+                storage_root=storage_root,
+                partition=partition,
+                num_partitions=data_partitions,
+            ).set_display_name("extract frames")
+            # The seen-video set lives in the registry, which the cache key cannot see.
+            extract.set_caching_options(False)
+            part = shard_dataset(
+                frames=extract.outputs["frames"],
+                partition=partition,
+                num_partitions=data_partitions,
                 shard_size_mb=shard_size_mb,
                 val_fraction=val_fraction,
                 storage_root=storage_root,
             ).set_display_name("shard to parquet")
+        commit = commit_shards(
+            partitions=dsl.Collected(part.outputs["shards"]),
+            num_partitions=data_partitions,
+            registry_uri=registry_uri,
+            raw_uri=raw_uri,
+            storage_root=storage_root,
+        ).set_display_name("commit dataset")
+        # It writes the registry's seen-video set, which the cache key cannot see.
+        commit.set_caching_options(False)
+        with dsl.If(commit.outputs["Output"] > 0, name="new-videos"):
             launch = launch_parameter(
                 s,
                 engine=launcher_backend,
@@ -249,7 +278,7 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Any:
                 overrides=overrides,
             )
             train = train_model(
-                shards=shard.outputs["shards"],
+                shards=commit.outputs["shards"],
                 run_id=run_id,
                 launch=launch,
                 model_name=model_name,
@@ -261,12 +290,12 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Any:
             # A cache hit would skip training entirely; the job itself is idempotent per run.
             train.set_caching_options(False)
             challenger = evaluate_challenger(
-                shards=shard.outputs["shards"],
+                shards=commit.outputs["shards"],
                 model=train.outputs["model"],
                 max_videos=eval_max_videos,
             ).set_display_name("evaluate challenger")
             champion = evaluate_champion(
-                shards=shard.outputs["shards"],
+                shards=commit.outputs["shards"],
                 registry_uri=registry_uri,
                 model_name=model_name,
                 max_videos=eval_max_videos,
@@ -278,20 +307,21 @@ def build_pipeline(settings: ClusterSettings | None = None) -> Any:
                 challenger_jf=challenger.outputs["Output"],
                 champion_jf=champion.outputs["Output"],
                 min_jf_gain=min_jf_gain,
-                shards=shard.outputs["shards"],
+                shards=commit.outputs["shards"],
                 run_id=run_id,
             ).set_display_name("promote if better")
             promote.set_caching_options(False)
 
-        for task in (extract, shard):
+        for task in (extract, part, commit):
             task.set_retry(s.data_retries, backoff_duration="60s", backoff_factor=2.0)
             kubernetes.set_timeout(task, s.data_timeout_s)
+        kubernetes.set_timeout(plan, 600)
         for task in (challenger, champion):
             _gpu(task, s)
             kubernetes.set_timeout(task, s.eval_timeout_s)
         kubernetes.set_timeout(train, s.launcher_timeout_s)
         kubernetes.set_timeout(promote, 3600)
-        for task in (extract, shard, train, challenger, champion, promote):
+        for task in (plan, extract, part, commit, train, challenger, champion, promote):
             _storage(task, s)
             _image(task, s.images)
 

@@ -36,6 +36,7 @@ class LocalRunConfig:
     min_jf_gain: float = 0.0
     eval_max_videos: int = 0
     val_fraction: float = 0.34
+    data_partitions: int = 1  # extract + shard fan out over this many partitions
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -90,6 +91,7 @@ def run_local(cfg: LocalRunConfig) -> LocalRunResult:
         "launcher_backend": "local",
         "val_fraction": cfg.val_fraction,
         "eval_max_videos": cfg.eval_max_videos,
+        "data_partitions": cfg.data_partitions,
         **cfg.extra,
     }
     t0 = time.perf_counter()
@@ -111,21 +113,38 @@ def run_local(cfg: LocalRunConfig) -> LocalRunResult:
 
 
 def collect_outputs(run_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Artifacts and output parameters of every task, from its ``executor_output.json``."""
+    """Artifacts and output parameters of every task, from its ``executor_output.json``.
+
+    A task of the data fan-out (kfp.local runs iteration i under ``for-loop-*-iteration-i/``)
+    is keyed ``<task>[i]``; partition 0 is also keyed ``<task>`` (with one partition, as before).
+    """
     artifacts: dict[str, dict[str, Any]] = {}
     params: dict[str, dict[str, Any]] = {}
     for f in sorted(run_dir.rglob("executor_output.json")):
         task = f.parent.name
-        data = json.loads(f.read_text() or "{}")
-        params[task] = dict(data.get("parameterValues", {}))
-        for name, lst in data.get("artifacts", {}).items():
-            for art in lst.get("artifacts", []):
-                meta = dict(art.get("metadata", {}))
-                artifacts[f"{task}/{name}"] = {
-                    "url": meta.get("url") or art.get("uri"),
-                    "metadata": meta,
-                }
+        loop = f.parent.parent.name
+        if "-iteration-" in loop:
+            i = loop.rsplit("-", 1)[-1]
+            keys = [f"{task}[{i}]", *([task] if i == "0" else [])]
+        else:
+            keys = [task]
+        for key in keys:
+            _collect(f, key, artifacts, params)
     return artifacts, params
+
+
+def _collect(
+    f: Path, task: str, artifacts: dict[str, dict[str, Any]], params: dict[str, dict[str, Any]]
+) -> None:
+    data = json.loads(f.read_text() or "{}")
+    params[task] = dict(data.get("parameterValues", {}))
+    for name, lst in data.get("artifacts", {}).items():
+        for art in lst.get("artifacts", []):
+            meta = dict(art.get("metadata", {}))
+            artifacts[f"{task}/{name}"] = {
+                "url": meta.get("url") or art.get("uri"),
+                "metadata": meta,
+            }
 
 
 def describe(result: LocalRunResult) -> str:
@@ -139,17 +158,19 @@ def describe(result: LocalRunResult) -> str:
     ch = a.get("evaluate-challenger/metrics", {}).get("metadata", {})
     champ_eval = a.get("evaluate-champion/metrics", {}).get("metadata", {})
     promoted = result.parameters.get("promote-model", {}).get("Output")
-    new_videos = result.parameters.get("extract-frames", {}).get("Output")
+    new_videos = result.parameters.get("commit-shards", {}).get("Output")
+    parts = sum(1 for k in result.parameters if k.startswith("extract-frames["))
     lines = [
         f"pipeline finished in {result.seconds:.0f} s; run folder {result.run_dir}",
         f"  new videos             {new_videos}"
         + (
-            "  (nothing new since the last version: stopped after extract)"
+            "  (nothing new since the last version: stopped after extract + commit)"
             if new_videos == 0
             else ""
         ),
-        f"  frames (extract)       {url('extract-frames/frames')}",
-        f"  shards                 {url('shard-dataset/shards')}",
+        f"  frames (extract)       {url('extract-frames/frames')}"
+        + (f"  (partition 0 of {parts})" if parts > 1 else ""),
+        f"  shards                 {url('commit-shards/shards')}",
         f"  training output        {url('train-model/model')}",
         f"    checkpoints          {model_meta.get('checkpoints', '-')}",
         f"    TensorBoard logs     {model_meta.get('tensorboard', '-')}",

@@ -7,6 +7,10 @@ once:
 
 * **new videos only**: extract skips videos that another dataset version of the same name
   already holds (the registry's seen-video set); 0 new videos stops the workflow there;
+* **partitions**: extract and shard may run as P partitions of the videos (a stable hash of the
+  video id, :mod:`sam2_core.data.prep.partitions`), on as many pods; :func:`commit_dataset`
+  then merges them into one dataset version and records its videos as seen; "0 new videos" is
+  judged there, over all partitions;
 * **retries resume**: extraction skips finished videos, sharding a complete shard set
   (``manifest.json`` present) only records it again, training attaches to the run's own job;
 * **warm start**: ``init_checkpoint="champion"`` starts from the registry's champion;
@@ -41,9 +45,17 @@ from typing import Any, Protocol
 
 from sam2_core import storage
 from sam2_core.data.prep.extract import extract_dataset
-from sam2_core.data.prep.shard_writer import write_shards
+from sam2_core.data.prep.partitions import check_partition, in_partition, partition_label
+from sam2_core.data.prep.shard_commit import commit_shards
+from sam2_core.data.prep.shard_writer import write_shard_partition, write_shards
 from sam2_core.data.readers.sav import list_raw_videos
-from sam2_core.data.readers.shards import MANIFEST, ShardIndex
+from sam2_core.data.readers.shards import (
+    MANIFEST,
+    ShardIndex,
+    ShardManifest,
+    partition_manifest_name,
+    shard_name,
+)
 from sam2_core.eval.vos import evaluate_model
 from sam2_core.launch.engines import Engine, make_engine
 from sam2_core.launch.spec import JobRun, LaunchSpec, forwarded_env
@@ -130,14 +142,20 @@ def extract_videos(
     every: int = 4,
     workers: int = 0,
     storage_root: str = "",
+    partition: int = 0,
+    num_partitions: int = 1,
 ) -> int:
     """Extract the videos of ``raw_uri`` that no other dataset version has processed.
 
     ``dataset_version="auto"`` names the version after the run (``run-<run_id>``), so every
     scheduled run gets its own version while a retried step of the same run keeps it. The
     version travels on as ``frames.metadata["dataset_version"]`` (then on the shards artifact).
-    Returns the number of videos extracted; 0 = nothing new (the workflow stops there).
+    With ``num_partitions > 1`` only the new videos of partition ``partition`` are extracted
+    (partitions may run at the same time, into the same folder or into their own).
+    Returns the number of videos extracted; 0 = nothing new (in this partition; the workflow
+    stops when no partition has any, see :func:`commit_dataset`).
     """
+    check_partition(partition=partition, num_partitions=num_partitions)
     dataset_version = resolve_version(dataset_version, run_id)
     dst = output_url(
         frames, storage_root=storage_root, key=f"{dataset_name}/{dataset_version}/frames"
@@ -147,15 +165,25 @@ def extract_videos(
         seen = Registry(registry_uri).seen_videos(dataset_name, exclude_version=dataset_version)
     all_ids = [vid for vid, _ in list_raw_videos(raw_uri)]
     todo = [v for v in all_ids if v not in seen]
+    mine = [v for v in todo if in_partition(v, partition=partition, num_partitions=num_partitions)]
+    where = (
+        f" (partition {partition} of {num_partitions}: {len(mine)})" if num_partitions > 1 else ""
+    )
     print(
-        f"[extract] {len(all_ids)} videos in {raw_uri}; {len(all_ids) - len(todo)} seen before; {len(todo)} to do"
+        f"[extract] {len(all_ids)} videos in {raw_uri}; {len(all_ids) - len(todo)} seen before; {len(todo)} to do{where}"
     )
     frames.metadata.update(
-        {"dataset_name": dataset_name, "dataset_version": dataset_version, "new_videos": len(todo)}
+        {
+            "dataset_name": dataset_name,
+            "dataset_version": dataset_version,
+            "new_videos": len(mine),
+            "partition": partition,
+            "num_partitions": num_partitions,
+        }
     )
-    if not todo:
+    if not mine:
         return 0
-    # Only the new videos; a retried step skips those it already finished.
+    # Only the new videos (of the partition); a retried step skips those it already finished.
     summary = extract_dataset(
         src=raw_uri,
         dst=dst,
@@ -163,6 +191,8 @@ def extract_videos(
         workers=workers,
         progress=False,
         videos=None if len(todo) == len(all_ids) else todo,
+        partition=partition,
+        num_partitions=num_partitions,
     )
     if summary.failed:
         print(f"[extract] failed videos (skipped): {summary.failed}", file=sys.stderr)
@@ -216,6 +246,178 @@ def shard_videos(
         )
         print(f"[shard] recorded {len(videos)} videos of {dataset_name}/{dataset_version} in {url}")
     return videos
+
+
+def partition_numbers(*, num_partitions: int) -> list[int]:
+    """``[0, 1, ..., num_partitions - 1]``: the items of the pipeline's data fan-out."""
+    check_partition(partition=0, num_partitions=num_partitions)
+    return list(range(num_partitions))
+
+
+def _committed(dst: str, num_partitions: int) -> bool:
+    """Whether ``dst`` holds a dataset committed from ``num_partitions`` partitions."""
+    url = storage.join(dst, MANIFEST)
+    try:
+        params = ShardManifest.from_json(storage.read_json(url), source=url).params
+    except FileNotFoundError:  # never committed, or another partition has just removed it
+        return False
+    return int(params.get("num_partitions", 0)) == num_partitions
+
+
+def shard_partition(
+    *,
+    frames: ArtifactLike,
+    shards: ArtifactLike,
+    partition: int,
+    num_partitions: int,
+    shard_size_mb: int = 256,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    storage_root: str = "",
+) -> int:
+    """Pack one partition of the extracted frames into Parquet shards (no commit, no record).
+
+    Writes the partition's shard files and its manifest ``_partitions/pPPPP-of-NNNN.json``
+    (:func:`sam2_core.data.prep.shard_writer.write_shard_partition`); :func:`commit_dataset`
+    merges the partitions afterwards. A partition without new videos writes an empty partition
+    manifest (the commit needs every partition). A dataset already committed from the same
+    number of partitions (a retried or re-applied step) is kept as it is. Returns the number of
+    videos in the partition, also stored as ``shards.metadata["videos"]``.
+    """
+    check_partition(partition=partition, num_partitions=num_partitions)
+    dataset_name = str(frames.metadata["dataset_name"])
+    dataset_version = str(frames.metadata["dataset_version"])
+    dst = output_url(
+        shards, storage_root=storage_root, key=f"{dataset_name}/{dataset_version}/shards"
+    )
+    label = partition_label(partition=partition, num_partitions=num_partitions)
+    marker = storage.join(dst, partition_manifest_name(label))
+    if _committed(dst, num_partitions) and storage.exists(marker):
+        print(f"[shard] {dst} is committed already: partition {label} kept")
+        count = sum(
+            1
+            for v in ShardIndex.open(dst).videos
+            if in_partition(v.video_id, partition=partition, num_partitions=num_partitions)
+        )
+    else:
+        # No new video in this partition: its extract step wrote nothing to read.
+        none_new = int(frames.metadata.get("new_videos", 1)) == 0
+        written = write_shard_partition(
+            src=[] if none_new else input_url(frames),
+            dst=dst,
+            partition=partition,
+            num_partitions=num_partitions,
+            shard_size_mb=shard_size_mb,
+            val_fraction=val_fraction,
+            seed=seed,
+        )
+        count = len(written.videos)
+        print(f"[shard] partition {label}: {count} videos in {len(written.shards)} shards")
+    shards.metadata.update(
+        {
+            "dataset_name": dataset_name,
+            "dataset_version": dataset_version,
+            "partition": partition,
+            "num_partitions": num_partitions,
+            "videos": count,
+        }
+    )
+    return count
+
+
+def gather_partition(*, src: str, dst: str, partition: int, num_partitions: int) -> None:
+    """Copy one partition's shard files, then its manifest (last), from ``src`` into ``dst``.
+
+    Used by the commit when partitions wrote into their own artifact folders; on one object
+    store the copy is server-side (fsspec ``copy``), so no shard bytes pass through the step.
+    An incomplete partition (no manifest at ``src``) is not copied: the commit names it.
+    """
+    label = partition_label(partition=partition, num_partitions=num_partitions)
+    marker = partition_manifest_name(label)
+    if not storage.exists(storage.join(src, marker)):
+        return
+    prefix = shard_name(0, partition_label=label)[: -len("00000.parquet")]
+    names = sorted(n for n in storage.listdir(src) if n.startswith(prefix))
+    fs_src, path_src = storage.get_fs(src)
+    fs_dst, path_dst = storage.get_fs(dst)
+    storage.makedirs(storage.join(dst, marker).rsplit("/", 1)[0])
+    for name in [*names, marker]:
+        if type(fs_src) is type(fs_dst):
+            fs_dst.copy(f"{path_src.rstrip('/')}/{name}", f"{path_dst.rstrip('/')}/{name}")
+        else:
+            storage.write_bytes_atomic(
+                storage.join(dst, name), storage.read_bytes(storage.join(src, name))
+            )
+
+
+def commit_dataset(
+    *,
+    partitions: Sequence[ArtifactLike],
+    shards: ArtifactLike,
+    num_partitions: int,
+    registry_uri: str = "",
+    raw_uri: str = "",
+    storage_root: str = "",
+) -> int:
+    """Merge the shard partitions into one dataset version; record its videos as seen.
+
+    ``partitions`` are the outputs of :func:`shard_partition`, one per partition (any order).
+    With 0 videos over all partitions nothing is committed or recorded and 0 is returned (the
+    workflow stops there). Partitions written elsewhere than ``shards``' location are copied
+    there first (:func:`gather_partition`); then
+    :func:`sam2_core.data.prep.shard_commit.commit_shards` writes ``index.parquet`` and, last,
+    ``manifest.json`` (refusing, with the missing partitions named, an incomplete set). The
+    registry records the version only now, so a failed partition never marks videos as seen.
+    Returns the number of videos in the dataset version.
+    """
+    check_partition(partition=0, num_partitions=num_partitions)
+    if len(partitions) != num_partitions:
+        raise ValueError(
+            f"commit: {len(partitions)} shard partitions for num_partitions={num_partitions}; "
+            "every partition's shard step must finish first"
+        )
+    dataset_name = str(partitions[0].metadata["dataset_name"])
+    dataset_version = str(partitions[0].metadata["dataset_version"])
+    dst = output_url(
+        shards, storage_root=storage_root, key=f"{dataset_name}/{dataset_version}/shards"
+    ).rstrip("/")
+    shards.metadata.update({"dataset_name": dataset_name, "dataset_version": dataset_version})
+    total = sum(int(p.metadata.get("videos", 0)) for p in partitions)
+    if total == 0:
+        print(
+            f"[commit] no new videos in any of the {num_partitions} partitions: nothing to commit"
+        )
+        shards.metadata["videos"] = 0
+        return 0
+    storage.makedirs(dst)
+    for p in partitions:
+        src = input_url(p).rstrip("/")
+        if src != dst:
+            gather_partition(
+                src=src,
+                dst=dst,
+                partition=int(p.metadata["partition"]),
+                num_partitions=num_partitions,
+            )
+    manifest = commit_shards(dst=dst, num_partitions=num_partitions)
+    videos = sorted({v.video_id for v in ShardIndex.open(dst).videos})
+    print(
+        f"[commit] {dataset_name}/{dataset_version}: {num_partitions} partitions, "
+        f"{manifest.num_videos} videos, {manifest.num_frames} frames at {dst}"
+    )
+    if registry_uri:
+        url = Registry(registry_uri).record_dataset_version(
+            dataset_name=dataset_name,
+            dataset_version=dataset_version,
+            video_ids=videos,
+            shards_url=dst,
+            source_url=raw_uri,
+        )
+        print(
+            f"[commit] recorded {len(videos)} videos of {dataset_name}/{dataset_version} in {url}"
+        )
+    shards.metadata["videos"] = len(videos)
+    return len(videos)
 
 
 # --------------------------------------------------------------------------------------- train
@@ -500,6 +702,7 @@ def retrain(
     val_fraction: float = 0.1,
     eval_device: str = "auto",
     engine: Engine | None = None,
+    data_partitions: int = 1,
 ) -> RetrainResult:
     """The steps of the pipeline in order, at fixed locations (the CronJob's run).
 
@@ -508,31 +711,46 @@ def retrain(
     extracted and the trained model is evaluated against the champion and promoted if better
     (evaluation output under ``work_dir/eval/``); without one, the workflow ends after training.
     Evaluation builds the model called ``model_name``, so a registry needs it.
+    The data steps run as ``data_partitions`` partitions, one after the other in this process
+    (the same partitioned flow as the pipeline's fan-out), then the commit.
     """
     if registry_uri and not model_name:
         raise ValueError("retrain with a registry needs model_name (the model to evaluate)")
-    frames = Location(storage.join(work_dir, "frames"))
     shards = Location(storage.join(work_dir, "shards"))
     model = Location(output_dir)
-    new = extract_videos(
-        raw_uri=raw_uri,
-        frames=frames,
-        dataset_name=dataset_name,
-        dataset_version=run_id,
+    parts: list[ArtifactLike] = []
+    for p in partition_numbers(num_partitions=data_partitions):
+        frames = Location(storage.join(work_dir, "frames"))
+        extract_videos(
+            raw_uri=raw_uri,
+            frames=frames,
+            dataset_name=dataset_name,
+            dataset_version=run_id,
+            registry_uri=registry_uri,
+            run_id=run_id,
+            every=every,
+            partition=p,
+            num_partitions=data_partitions,
+        )
+        part = Location(shards.uri)
+        shard_partition(
+            frames=frames,
+            shards=part,
+            partition=p,
+            num_partitions=data_partitions,
+            shard_size_mb=shard_size_mb,
+            val_fraction=val_fraction,
+        )
+        parts.append(part)
+    new = commit_dataset(
+        partitions=parts,
+        shards=shards,
+        num_partitions=data_partitions,
         registry_uri=registry_uri,
-        run_id=run_id,
-        every=every,
+        raw_uri=raw_uri,
     )
     if new == 0:
         return RetrainResult(new_videos=0)
-    shard_videos(
-        frames=frames,
-        shards=shards,
-        registry_uri=registry_uri,
-        raw_uri=raw_uri,
-        shard_size_mb=shard_size_mb,
-        val_fraction=val_fraction,
-    )
     model_uri = launch_training(
         shards=shards,
         model=model,

@@ -3,7 +3,9 @@
 Usage (inside the image; also works from a laptop with a kube config)::
 
     sam2kf retrain cron   --config-dir /etc/sam2kf --run-id RUN [--dry-run]
-    sam2kf retrain data   --raw URL --frames URL --shards URL
+    sam2kf retrain data   --raw URL --frames URL --shards URL \
+        [--num-partitions P [--partition p] --no-commit]
+    sam2kf retrain commit --shards URL --num-partitions P [--timeout S]
     sam2kf retrain launch --config-dir /etc/sam2kf --run-id RUN \\
         --shards URL --output-dir URL [--wait] [--dry-run]
     sam2kf retrain wait   --path URL
@@ -16,7 +18,13 @@ locations; ``kfp_host`` non-empty = submit to KFP instead).
 ``cron`` either runs ``sam2kf submit --host <kfp_host> <submit_args>`` (KFP installed), or runs
 the workflow (:func:`sam2_core.workflow.retrain`: extract, shard, train, and with a registry
 evaluate and promote) with the job named from the run id, so a retried pod of the same CronJob
-run attaches to the job it created instead of starting a second one.
+run attaches to the job it created instead of starting a second one; its data steps run as
+``data_partitions`` partitions in turn, then the commit (the same flow as the fan-out).
+
+``data`` is the data Job's program: with ``--num-partitions P`` it extracts and shards one
+partition (``--partition``, default ``$JOB_COMPLETION_INDEX``: the pod's index in an Indexed
+Job), and ``commit`` (a Job of its own) waits until every partition is complete, then merges
+them into the dataset version (``manifest.json`` last, which the training pods wait for).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -53,6 +62,8 @@ class RetrainConfig:
     every: int = 4
     shard_size_mb: int = 256
     val_fraction: float = 0.1
+    #: extract + shard as this many partitions (in turn, in the CronJob's pod), then commit
+    data_partitions: int = 1
     #: with a registry: only unseen videos, then evaluate against the champion and promote
     registry_uri: str = ""
     dataset_name: str = "retrain"
@@ -152,6 +163,7 @@ def cron_plan(config_dir: str | Path, run_id: str) -> dict[str, Any]:
     plan: dict[str, Any] = {
         "mode": spec.engine,
         "raw": cfg.raw,
+        "data_partitions": cfg.data_partitions,
         "frames": storage.join(work, "frames"),
         "shards": shards,
         "output_dir": output_dir,
@@ -186,6 +198,7 @@ def run_cron(config_dir: str | Path, run_id: str, *, api_client: Any = None) -> 
         shard_size_mb=cfg.shard_size_mb,
         val_fraction=cfg.val_fraction,
         engine=_engine(spec, poll_s=cfg.poll_s, api_client=api_client),
+        data_partitions=cfg.data_partitions,
     )
     log.info("retrain %s: %s", run_id, result)
     return 0
@@ -198,14 +211,50 @@ def cmd_cron(args: argparse.Namespace) -> int:
     return run_cron(args.config_dir, args.run_id)
 
 
-def cmd_data(args: argparse.Namespace) -> int:
-    """Extract frames then write Parquet shards; finished videos and shard sets are kept."""
-    from sam2_core.workflow import Location, extract_videos, shard_videos
+#: set by Kubernetes in every pod of an Indexed Job: the pod's completion index
+COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
 
+
+def data_partition(arg: int | None, num_partitions: int) -> int:
+    """``--partition``, else ``$JOB_COMPLETION_INDEX`` (Indexed Job), else 0.
+
+    ValueError (one line naming the input and the fix) when it is not a partition of
+    ``num_partitions``."""
+    from sam2_core.data.prep.partitions import check_partition
+
+    value: int | str | None = arg
+    if value is None:
+        value = os.environ.get(COMPLETION_INDEX_ENV, "0") or "0"
+    try:
+        partition = int(value)
+        check_partition(partition=partition, num_partitions=num_partitions)
+    except ValueError as e:
+        raise ValueError(
+            f"--partition / ${COMPLETION_INDEX_ENV}: {e}; give --num-partitions equal to the "
+            "Job's completions"
+        ) from e
+    return partition
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Extract frames then write Parquet shards of one partition; finished work is kept.
+
+    With one partition (the default) the dataset is committed here, unless ``--no-commit``;
+    with more, ``sam2kf retrain commit`` merges them once all are complete.
+    """
+    from sam2_core.workflow import Location, commit_dataset, extract_videos, shard_partition
+
+    num = args.num_partitions
+    try:
+        partition = data_partition(args.partition, num)
+    except ValueError as e:
+        print(f"sam2kf retrain data: {e}", file=sys.stderr)
+        return 2
     if args.demo_if_empty and (not storage.exists(args.raw) or not storage.listdir(args.raw)):
         from sam2_core.data.prep.demo import write_demo_dataset
 
         log.info("no raw data at %s: writing the built-in demo dataset", args.raw)
+        # Every partition's pod may get here at once: identical bytes, atomic writes.
         write_demo_dataset(dst=args.raw)
     frames, shards = Location(args.frames), Location(args.shards)
     extract_videos(
@@ -215,15 +264,52 @@ def cmd_data(args: argparse.Namespace) -> int:
         dataset_version="one-off",
         every=args.every,
         workers=args.workers,
+        partition=partition,
+        num_partitions=num,
     )
-    shard_videos(
+    shard_partition(
         frames=frames,
         shards=shards,
-        raw_uri=args.raw,
+        partition=partition,
+        num_partitions=num,
         shard_size_mb=args.shard_size_mb,
         val_fraction=args.val_fraction,
     )
+    if num > 1 or args.no_commit:
+        log.info("partition %d of %d complete at %s", partition, num, args.shards)
+        return 0
+    commit_dataset(partitions=[shards], shards=Location(args.shards), num_partitions=1)
     log.info("shards complete at %s", args.shards)
+    return 0
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    """Wait until every partition of ``--shards`` is complete, then commit the dataset."""
+    from sam2_core.data.prep.shard_commit import commit_shards, missing_partitions
+
+    if args.num_partitions < 1:
+        print("sam2kf retrain commit: --num-partitions must be >= 1", file=sys.stderr)
+        return 2
+    deadline = time.monotonic() + args.timeout
+    while missing := missing_partitions(dst=args.shards, num_partitions=args.num_partitions):
+        if time.monotonic() >= deadline:
+            print(
+                f"sam2kf retrain commit: {args.shards}: partitions {', '.join(map(str, missing))}"
+                f" of {args.num_partitions} not complete after {args.timeout:.0f}s; rerun the "
+                "data Job (finished partitions are kept), then this one",
+                file=sys.stderr,
+            )
+            return 2
+        log.info("waiting for partitions %s of %d", missing, args.num_partitions)
+        time.sleep(args.poll)
+    manifest = commit_shards(dst=args.shards, num_partitions=args.num_partitions)
+    log.info(
+        "committed %d partitions: %d videos, %d frames at %s",
+        args.num_partitions,
+        manifest.num_videos,
+        manifest.num_frames,
+        args.shards,
+    )
     return 0
 
 
@@ -290,7 +376,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write the built-in demo dataset to --raw first when it does not exist (dev/CI)",
     )
+    p.add_argument(
+        "--num-partitions",
+        type=int,
+        default=1,
+        help="the videos are split into this many partitions (an Indexed Job's completions)",
+    )
+    p.add_argument(
+        "--partition",
+        type=int,
+        default=None,
+        help=f"the partition to extract and shard (default ${COMPLETION_INDEX_ENV}, else 0)",
+    )
+    p.add_argument(
+        "--no-commit",
+        action="store_true",
+        help="leave the commit to `sam2kf retrain commit` (always so with several partitions)",
+    )
     p.set_defaults(retrain_func=cmd_data)
+
+    p = sub.add_parser("commit", help="merge the complete shard partitions into the dataset")
+    p.add_argument("--shards", required=True, help="the dataset folder the partitions wrote")
+    p.add_argument("--num-partitions", type=int, required=True, help="partitions to merge")
+    p.add_argument("--timeout", type=float, default=12 * 3600, help="seconds (default 12 h)")
+    p.add_argument("--poll", type=float, default=30.0, help="seconds between checks")
+    p.set_defaults(retrain_func=cmd_commit)
 
     p = sub.add_parser("wait", help="wait until a path/URL exists (init container of jobs)")
     p.add_argument("--path", required=True, help="file or URL to wait for")

@@ -18,9 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "examples:\n"
         "  sam2kf run --local\n"
         "  sam2kf run --local --out ./runs/demo --max-steps 20\n"
+        "  sam2kf run --local --data-partitions 3   (extract + shard fan out, then commit)\n"
         "  sam2kf run --local --raw-uri /data/sav_raw --model sam2.1_hiera_t --experiment sav_finetune\n"
         "Run it twice with the same --out: the second run warm-starts from the champion and, with\n"
-        "no new videos in --raw-uri, stops after the extract step."
+        "no new videos in --raw-uri, stops after the extract (and commit) step."
     )
     parser.add_argument(
         "--local", action="store_true", help="run on this machine (required: the only mode)"
@@ -53,6 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval-max-videos", type=int, default=0, help="cap evaluated videos (0 = all)"
     )
+    parser.add_argument(
+        "--data-partitions",
+        type=int,
+        default=1,
+        help="extract and shard as N partitions of the videos (the pipeline's fan-out), "
+        "then commit them into one dataset version (default 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
         print(
             "sam2kf run: only --local is supported here; on a cluster use `sam2kf submit --host URL` "
             "or upload the output of `sam2kf compile` in the KFP UI",
+            file=sys.stderr,
+        )
+        return 2
+    if args.data_partitions < 1:
+        print(
+            f"sam2kf run: --data-partitions must be >= 1, got {args.data_partitions}",
             file=sys.stderr,
         )
         return 2
@@ -81,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             dataset_version=args.dataset_version,
             min_jf_gain=args.min_jf_gain,
             eval_max_videos=args.eval_max_videos,
+            data_partitions=args.data_partitions,
         )
     )
     print(describe(result))

@@ -68,7 +68,8 @@ def test_generated_files_are_up_to_date() -> None:
 def test_overlay_has_every_kind_in_its_namespace(overlay: str) -> None:
     objs = _objs(overlay)
     kinds = sorted(o["kind"] for o in objs)
-    assert kinds == sorted([*CORE_KINDS, "ServiceAccount", "PyTorchJob"])
+    # two Jobs: the data Job (Indexed) and its commit Job
+    assert kinds == sorted([*CORE_KINDS, "ServiceAccount", "Job", "PyTorchJob"])
     ns = OVERLAYS[overlay].namespace
     for o in objs:
         assert o["metadata"]["namespace"] == ns, o["metadata"]["name"]
@@ -257,6 +258,7 @@ def test_cronjob_run_renders_a_valid_job(
     assert validate_pytorchjob(job, crd_path(shared)) == []
     assert job["metadata"]["name"] == job_name_for_run("sam2kf-retrain-29371200")
     assert plan["shards"] == "/data/work/sam2kf-retrain-29371200/shards"
+    assert plan["data_partitions"] == 1  # retrain.json may set more (in turn, then the commit)
     one_off = render_pytorchjob(OVERLAYS[overlay].spec(), OVERLAYS[overlay].one_off_run())
 
     def normalise(j: dict[str, Any]) -> dict[str, Any]:
@@ -333,6 +335,7 @@ def test_cronjob_run_end_to_end_against_a_loopback_api(
         work_root=str(tmp_path / "work"),
         output_root=str(tmp_path / "runs"),
         poll_s=0.01,
+        data_partitions=2,  # the partitioned data flow, in turn in the CronJob's pod
     )
     (cfg / "retrain.json").write_text(json.dumps(data))
     write_demo_dataset(
@@ -347,7 +350,8 @@ def test_cronjob_run_end_to_end_against_a_loopback_api(
     with FakeApiServer(state) as api:
         assert retrain.run_cron(cfg, "sam2kf-retrain-1", api_client=api.api_client()) == 0
         assert retrain.run_cron(cfg, "sam2kf-retrain-1", api_client=api.api_client()) == 0
-    assert (tmp_path / "work" / "sam2kf-retrain-1" / "shards" / "manifest.json").exists()
+    shards = tmp_path / "work" / "sam2kf-retrain-1" / "shards"
+    assert json.loads((shards / "manifest.json").read_text())["params"]["num_partitions"] == 2
     assert state.creates == 1
     (name,) = state.jobs
     assert name == job_name_for_run("sam2kf-retrain-1")
@@ -371,7 +375,7 @@ def test_trainer_overlay_swaps_the_pytorchjob_for_a_runtime_and_trainjob(
 
     objs = _trainer_objs(overlay)
     kinds = sorted(o["kind"] for o in objs)
-    assert kinds == sorted([*CORE_KINDS, "ServiceAccount", "TrainingRuntime", "TrainJob"])
+    assert kinds == sorted([*CORE_KINDS, "ServiceAccount", "Job", "TrainingRuntime", "TrainJob"])
     ns = OVERLAYS[overlay].namespace
     for o in objs:
         assert o["metadata"]["namespace"] == ns, o["metadata"]["name"]
@@ -538,3 +542,69 @@ def test_your_registry_reaches_every_image_of_the_overlays(tmp_path: Path) -> No
         assert images and images <= {mine.ref("data"), mine.ref("train")}, (name, images)
     prod = set(_images_in(kustomize(root / "overlays" / "prod-trainer")))
     assert mine.ref("train") in prod  # the CUDA image stays the training image
+
+
+# ------------------------------------------------------------------ the data Job as an Indexed Job
+def _arg(container: dict[str, Any], flag: str) -> str:
+    (value,) = [a.split("=", 1)[1] for a in container["args"] if a.startswith(f"{flag}=")]
+    return value
+
+
+def test_data_job_is_indexed_and_followed_by_the_commit(overlay: str) -> None:
+    """One pod per partition (JOB_COMPLETION_INDEX), then the commit Job over all of them; the
+    partition count is the same in both Jobs, and the training pods wait for the commit."""
+    jobs = {j["metadata"]["name"]: j for j in by_kind(_objs(overlay), "Job")}
+    data, commit = jobs["sam2kf-extract-shard"], jobs["sam2kf-commit-shards"]
+    spec = data["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert 1 <= spec["parallelism"] <= spec["completions"]
+    assert spec["backoffLimitPerIndex"] >= 1  # a failed pod retries its own partition
+    (worker,) = spec["template"]["spec"]["containers"]
+    assert worker["command"] == ["sam2kf", "retrain", "data"]
+    assert int(_arg(worker, "--num-partitions")) == spec["completions"]
+    assert "--no-commit" in worker["args"] and "--partition" not in str(worker["args"])
+    (committer,) = commit["spec"]["template"]["spec"]["containers"]
+    assert committer["command"] == ["sam2kf", "retrain", "commit"]
+    assert int(_arg(committer, "--num-partitions")) == spec["completions"]
+    assert _arg(committer, "--shards") == _arg(worker, "--shards")
+    assert commit["spec"].get("completionMode", "NonIndexed") == "NonIndexed"
+    (train,) = by_kind(_objs(overlay), "PyTorchJob")
+    wait = train["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["initContainers"][0]
+    assert f"{_arg(worker, '--shards')}/manifest.json" in wait["command"]
+    assert OVERLAYS[overlay].name != "prod" or spec["completions"] > 1
+
+
+def test_indexed_data_job_program_then_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Indexed Job's pods (`sam2kf retrain data` with $JOB_COMPLETION_INDEX) and the commit
+    Job (`sam2kf retrain commit`): a partial set is refused with the missing partition named;
+    once every partition is done the commit gives the single-pod dataset."""
+    from sam2_core.data.prep.demo import write_demo_dataset
+
+    raw, frames, shards = (str(tmp_path / n) for n in ("raw", "frames", "shards"))
+    write_demo_dataset(dst=raw, num_videos=4, num_frames=12, sizes=((64, 96),) * 4)
+    argv = ["retrain", "data", "--raw", raw, "--frames", frames, "--shards", shards]
+    argv += ["--num-partitions", "2", "--no-commit"]
+    commit = ["retrain", "commit", "--shards", shards, "--num-partitions", "2"]
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    assert sam2kf(argv) == 0
+    capsys.readouterr()
+    assert sam2kf([*commit, "--timeout", "0"]) == 2
+    assert "partitions 0 of 2 not complete" in capsys.readouterr().err
+    assert not (tmp_path / "shards" / "manifest.json").exists()
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
+    assert sam2kf(argv) == 0
+    assert sam2kf(commit) == 0
+    single = str(tmp_path / "single")
+    monkeypatch.delenv("JOB_COMPLETION_INDEX")
+    assert sam2kf(["retrain", "data", "--raw", raw, "--frames", frames, "--shards", single]) == 0
+    from sam2_core.data.readers.shards import ShardIndex
+
+    two, one = ShardIndex.open(shards, verify=True), ShardIndex.open(single, verify=True)
+    assert two.manifest.content_hash == one.manifest.content_hash
+    assert sorted(v.video_id for v in two.videos) == sorted(v.video_id for v in one.videos)
+    # an index outside the Job's completions is one line naming the fix
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "2")
+    assert sam2kf(argv) == 2
+    assert "--num-partitions equal to the Job's completions" in capsys.readouterr().err

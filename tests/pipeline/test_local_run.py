@@ -3,7 +3,7 @@
 1. first run: extract -> shard -> 2-process torchrun training -> evaluate -> promote (first wins);
 2. more videos arrive: only the new ones are extracted/sharded, training warm-starts from the
    champion, champion and challenger are evaluated on the same (new) split;
-3. nothing new: the pipeline stops after the extract step.
+3. nothing new: the pipeline stops after the extract (and commit) step.
 """
 
 import json
@@ -31,7 +31,7 @@ def test_local_pipeline_three_runs(tmp_path: Path) -> None:
     assert (model_dir / "model_final.pt").is_file()
     assert any((model_dir / "checkpoints").iterdir())
     assert any((model_dir / "tensorboard").rglob("events.out.tfevents*"))
-    assert (Path(a["shard-dataset/shards"]["url"]) / "manifest.json").is_file()
+    assert (Path(a["commit-shards/shards"]["url"]) / "manifest.json").is_file()
     assert (
         Path(a["evaluate-challenger/report"]["url"])
         .read_text()
@@ -67,5 +67,6 @@ def test_local_pipeline_three_runs(tmp_path: Path) -> None:
 
     third = run_local(_cfg(tmp_path, 6))
     assert third.parameters["extract-frames"]["Output"] == 0
+    assert third.parameters["commit-shards"]["Output"] == 0
     assert "train-model/model" not in third.artifacts
     assert "stopped after extract" in describe(third)

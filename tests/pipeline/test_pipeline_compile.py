@@ -20,19 +20,21 @@ from sam2_core.launch.images import IMAGE_REPO_ENV, IMAGE_TAG_ENV, ImageSettings
 from sam2_core.launch.render_manifests import OVERLAYS
 from sam2_core.launch.spec import LaunchSpec
 
-# Golden structure: task -> upstream tasks (inside the "new-videos" condition except extract).
+# Golden structure. Root: plan-partitions -> the data fan-out (ParallelFor "for-loop-1":
+# extract-frames -> shard-dataset per partition) -> commit-shards -> the "new-videos" condition,
+# whose tasks depend on (upstream tasks):
 GOLDEN_DAG = {
-    "shard-dataset": set(),
-    "train-model": {"shard-dataset"},
-    "evaluate-challenger": {"shard-dataset", "train-model"},
-    "evaluate-champion": {"shard-dataset"},
-    "promote-model": {"shard-dataset", "train-model", "evaluate-challenger", "evaluate-champion"},
+    "train-model": set(),
+    "evaluate-challenger": {"train-model"},
+    "evaluate-champion": set(),
+    "promote-model": {"train-model", "evaluate-challenger", "evaluate-champion"},
 }
+LOOP, COND = "for-loop-1", "condition-2"
 GOLDEN_PARAMS = {
     "raw_uri", "registry_uri", "dataset_name", "dataset_version", "model_name", "init_checkpoint",
     "experiment", "overrides", "num_nodes", "nproc_per_node", "gpus_per_process", "max_steps",
     "train_timeout_hours", "min_jf_gain", "launcher_backend", "storage_root", "every",
-    "val_fraction", "shard_size_mb", "eval_max_videos",
+    "val_fraction", "shard_size_mb", "eval_max_videos", "data_partitions",
 }  # fmt: skip
 
 
@@ -66,20 +68,36 @@ def test_golden_steps_and_wiring(compiled: tuple[Path, list[dict[str, Any]]]) ->
     _, docs = compiled
     spec = docs[0]
     root = spec["root"]["dag"]["tasks"]
-    assert set(root) == {"extract-frames", "condition-1"}
-    cond = root["condition-1"]
-    assert "pipelinechannel--extract-frames-Output" in cond["triggerPolicy"]["condition"]
-    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
-    assert set(inner) | {"extract-frames"} == set(STEP_NAMES)
+    assert set(root) == {"plan-partitions", LOOP, "commit-shards", COND}
+    assert root[LOOP]["dependentTasks"] == ["plan-partitions"]
+    assert root["commit-shards"]["dependentTasks"] == [LOOP]
+    cond = root[COND]
+    assert "pipelinechannel--commit-shards-Output" in cond["triggerPolicy"]["condition"]
+    loop = spec["components"][f"comp-{LOOP}"]["dag"]["tasks"]
+    inner = spec["components"][f"comp-{COND}"]["dag"]["tasks"]
+    assert set(loop) == {"extract-frames", "shard-dataset"}
+    assert loop["shard-dataset"]["dependentTasks"] == ["extract-frames"]
+    assert set(inner) | set(loop) | {"plan-partitions", "commit-shards"} == set(STEP_NAMES)
     for task, ups in GOLDEN_DAG.items():
         assert set(inner[task].get("dependentTasks", [])) == ups, task
-    # caching off where a cache hit would be wrong; retries on the data steps
-    assert root["extract-frames"]["cachingOptions"] == {}
+        # every later step reads the committed dataset version
+        if "shards" in inner[task]["inputs"].get("artifacts", {}):
+            art = inner[task]["inputs"]["artifacts"]["shards"]["componentInputArtifact"]
+            assert art == "pipelinechannel--commit-shards-shards", task
+    # the fan-out: over plan-partitions' list, at most data_parallelism partitions at a time
+    iterator = root[LOOP]["parameterIterator"]
+    assert iterator["items"]["inputParameter"] == "pipelinechannel--plan-partitions-Output"
+    assert root[LOOP]["iteratorPolicy"]["parallelismLimit"] == ClusterSettings().data_parallelism
+    collected = root["commit-shards"]["inputs"]["artifacts"]["partitions"]
+    assert collected["taskOutputArtifact"] == {"outputArtifactKey": "pipelinechannel--shard-dataset-shards", "producerTask": LOOP}  # fmt: skip
+    # caching off where a cache hit would be wrong; retries on the data steps, per partition
+    assert loop["extract-frames"]["cachingOptions"] == {}
+    assert root["commit-shards"]["cachingOptions"] == {}
     assert inner["train-model"]["cachingOptions"] == {}
     assert inner["promote-model"]["cachingOptions"] == {}
-    assert inner["shard-dataset"]["cachingOptions"]["enableCache"] is True
-    assert root["extract-frames"]["retryPolicy"]["maxRetryCount"] == 3
-    assert inner["shard-dataset"]["retryPolicy"]["maxRetryCount"] == 3
+    assert loop["shard-dataset"]["cachingOptions"]["enableCache"] is True
+    for task in (loop["extract-frames"], loop["shard-dataset"], root["commit-shards"]):
+        assert task["retryPolicy"]["maxRetryCount"] == 3
 
 
 def test_images_are_version_tagged_and_nothing_is_pip_installed(
@@ -105,8 +123,10 @@ def test_platform_settings(compiled: tuple[Path, list[dict[str, Any]]]) -> None:
     _, docs = compiled
     ex = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name in (
+        "exec-plan-partitions",
         "exec-extract-frames",
         "exec-shard-dataset",
+        "exec-commit-shards",
         "exec-train-model",
         "exec-promote-model",
     ):
@@ -137,7 +157,7 @@ def test_compile_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(argv) == 0
     assert "Upload pipeline" in capsys.readouterr().out
     doc = next(yaml.safe_load_all(out.read_text()))
-    task = doc["components"]["comp-condition-1"]["dag"]["tasks"]["train-model"]
+    task = doc["components"][f"comp-{COND}"]["dag"]["tasks"]["train-model"]
     launch = task["inputs"]["parameters"]["launch"]["runtimeValue"]["constant"]
     assert launch["runtime"] == "torch-distributed" and launch["cpu"] == "16"
     assert launch["runtime_kind"] == "ClusterTrainingRuntime"
@@ -154,7 +174,7 @@ def test_train_step_takes_one_launch_spec(compiled: tuple[Path, list[dict[str, A
     inputs = spec["components"]["comp-train-model"]["inputDefinitions"]["parameters"]
     assert inputs["launch"]["parameterType"] == "STRUCT"
     assert "launch spec" in inputs["launch"]["description"]
-    task = spec["components"]["comp-condition-1"]["dag"]["tasks"]["train-model"]
+    task = spec["components"][f"comp-{COND}"]["dag"]["tasks"]["train-model"]
     launch = task["inputs"]["parameters"]["launch"]["runtimeValue"]["constant"]
     assert "pipelinechannel--num_nodes" in launch["num_nodes"]
     assert "pipelinechannel--launcher_backend" in launch["engine"]
@@ -200,7 +220,7 @@ def _executor_images(path: Path) -> dict[str, str]:
 
 def _launch_constant(path: Path) -> dict[str, Any]:
     doc = next(yaml.safe_load_all(path.read_text()))
-    task = doc["components"]["comp-condition-1"]["dag"]["tasks"]["train-model"]
+    task = doc["components"]["comp-condition-2"]["dag"]["tasks"]["train-model"]
     return dict(task["inputs"]["parameters"]["launch"]["runtimeValue"]["constant"])
 
 
