@@ -75,6 +75,9 @@ class TrainerConfig:
     cpu_amp: bool = False
     #: activation checkpointing of the image encoder and of the correction-click SAM heads
     activation_checkpointing: bool = False
+    #: activation checkpointing inside the image encoder, block by block (Hiera): the peak holds
+    #: one block's activations instead of the whole trunk's during the recomputation
+    checkpoint_encoder_blocks: bool = False
     compile: bool = False
     ckpt_every: int = 500
     keep_last: int = 3

@@ -77,7 +77,15 @@ class SAM2Train(nn.Module):
         return self.forward_tracking(backbone_out, plan, batch)
 
     def forward_image(self, images: Tensor) -> dict[str, Any]:
-        """Image encoder on ``[N, 3, H, W]`` (optionally under activation checkpointing)."""
+        """Image encoder on ``[N, 3, H, W]`` (optionally under activation checkpointing).
+
+        A frozen image encoder (no parameter requires grad, e.g. ``optim.freeze=[image_encoder.*]``)
+        runs under ``no_grad``: its features are computed once per clip and keep no activations
+        for backward (the same values; the gradient stops there anyway).
+        """
+        if not any(p.requires_grad for p in self.model.image_encoder.parameters()):
+            with torch.no_grad():
+                return dict(self.model.forward_image(images))
         if self.act_ckpt_image_encoder and self.training and torch.is_grad_enabled():
             out: dict[str, Any] = checkpoint(self.model.forward_image, images, use_reentrant=False)
             return out

@@ -40,6 +40,7 @@ RESUMABLE_KEYS = frozenset(
         "trainer.keep_last",
         "trainer.compile",
         "trainer.activation_checkpointing",
+        "trainer.checkpoint_encoder_blocks",
         "trainer.find_unused_parameters",
         "trainer.dist_backend",
         "trainer.dist_timeout_min",

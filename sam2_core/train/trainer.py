@@ -135,6 +135,9 @@ class Trainer:
                 gather_fn=D.all_gather_padded,
             )
         self._resume_or_init()
+        if t.checkpoint_encoder_blocks:
+            hiera: Any = self.model.get_submodule("image_encoder.trunk")
+            hiera.checkpoint_blocks = True
         if t.compile:
             trunk: Any = self.model.get_submodule("image_encoder.trunk")
             trunk.forward = torch.compile(trunk.forward)

@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from sam2_core.model.nn.common import MLP
 
@@ -321,6 +322,9 @@ class Hiera(nn.Module):
             raise ValueError(f"q_pool must be in [0, {len(self.stage_ends) - 1}], got {q_pool}")
         self.q_pool_blocks = [end + 1 for end in self.stage_ends[:-1]][:q_pool]
         self.return_interm_layers = return_interm_layers
+        #: recompute each block's activations in backward instead of keeping them (training
+        #: memory: the peak holds one block's activations, not the trunk's); not a parameter
+        self.checkpoint_blocks = False
         self.global_att_blocks = tuple(global_att_blocks)
         self.window_pos_embed_bkg_spatial_size = tuple(window_pos_embed_bkg_spatial_size)
 
@@ -384,8 +388,10 @@ class Hiera(nn.Module):
         x = x + self._get_pos_embed((x.shape[1], x.shape[2]))
         outputs = []
         last = self.stage_ends[-1]
+        recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
         for i, blk in enumerate(self.blocks):
-            x = blk(x)
+            # use_reentrant=False keeps the RNG state, so drop path draws the same masks twice
+            x = checkpoint(blk, x, use_reentrant=False) if recompute else blk(x)
             if i == last or (self.return_interm_layers and i in self.stage_ends):
                 outputs.append(x.permute(0, 3, 1, 2))
         return outputs
