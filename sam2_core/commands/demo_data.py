@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -39,16 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sam2_core.data.prep.demo import DEFAULT_SIZES, write_demo_dataset
 
-    try:
-        ids = write_demo_dataset(
-            dst=args.dst,
-            num_videos=args.num_videos,
-            num_frames=args.num_frames,
-            seed=args.seed,
-            sizes=args.size or DEFAULT_SIZES,
-        )
-    except ValueError as e:
-        print(f"sam2kf demo-data: {e}", file=sys.stderr)
-        return 2
+    # ValueError (e.g. an odd frame size): one line, exit 2 (sam2_core.cli).
+    ids = write_demo_dataset(
+        dst=args.dst,
+        num_videos=args.num_videos,
+        num_frames=args.num_frames,
+        seed=args.seed,
+        sizes=args.size or DEFAULT_SIZES,
+    )
     print(f"wrote {len(ids)} demo videos to {args.dst}: {', '.join(ids)}")
     return 0

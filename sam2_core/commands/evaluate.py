@@ -197,22 +197,27 @@ def _run_model(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam2_core.data.readers.records import DataError
+    # Library errors (DataError, CheckpointError: ValueErrors; missing files) become one line
+    # with exit status 2 in sam2_core.cli.
+    from sam2_core.commands.errors import InputError
 
     scoring = bool(args.gt_dir or args.pred_dir)
     if scoring and args.model:
-        print("error: use either --gt-dir/--pred-dir or --model/--data, not both", file=sys.stderr)
-        return 2
-    try:
-        if scoring:
-            if not (args.gt_dir and args.pred_dir):
-                print("error: --gt-dir and --pred-dir go together", file=sys.stderr)
-                return 2
-            return _score_dirs(args)
-        if not (args.model and args.data and args.out):
-            print("error: give --gt-dir/--pred-dir, or --model, --data and --out", file=sys.stderr)
-            return 2
-        return _run_model(args)
-    except (DataError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise InputError(
+            "--gt-dir/--pred-dir and --model both given; use --gt-dir/--pred-dir to score "
+            "existing predictions or --model/--data/--out to run a model, not both"
+        )
+    if scoring:
+        if not (args.gt_dir and args.pred_dir):
+            raise InputError("--gt-dir and --pred-dir go together; give both")
+        return _score_dirs(args)
+    if not (args.model and args.data and args.out):
+        missing = [
+            f
+            for f, v in (("--model", args.model), ("--data", args.data), ("--out", args.out))
+            if not v
+        ]
+        raise InputError(
+            f"{', '.join(missing)} missing; give --gt-dir and --pred-dir, or --model, --data and --out"
+        )
+    return _run_model(args)

@@ -38,14 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
+    from sam2_core.model.build import convert_checkpoint
 
-    from sam2_core.model.build import CheckpointError, convert_checkpoint
-
-    try:
-        s = convert_checkpoint(model=args.model, src=args.checkpoint, out=args.out)
-    except (CheckpointError, ValueError) as exc:
-        print(f"sam2kf export: {exc}", file=sys.stderr)
-        return 1
+    # CheckpointError (a ValueError) and missing files: one line, exit 2 (sam2_core.cli).
+    s = convert_checkpoint(model=args.model, src=args.checkpoint, out=args.out)
     print(f"wrote {s.out}: model {s.model}, {s.num_keys} tensors, {s.num_params:,} parameters")
     return 0

@@ -70,37 +70,35 @@ def _selected_videos(args: argparse.Namespace) -> list[str] | None:
         try:
             text = storage.read_text(args.videos_file)
         except FileNotFoundError as e:
-            raise ValueError(f"{args.videos_file}: videos file not found") from e
+            raise ValueError(
+                f"--videos-file {args.videos_file}: videos file not found; give a file with one video id per line"
+            ) from e
     else:
         return None
     ids = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     ids = [i for i in ids if i]
     if not ids:
         source = "--videos" if args.videos is not None else args.videos_file
-        raise ValueError(f"{source}: no video ids given")
+        raise ValueError(f"{source}: no video ids given; list at least one video id")
     return ids
 
 
 def run(args: argparse.Namespace) -> int:
     from sam2_core.data.prep.extract import extract_dataset
-    from sam2_core.data.readers.records import DataError
 
-    try:
-        videos = _selected_videos(args)
-        summary = extract_dataset(
-            src=args.src,
-            dst=args.dst,
-            every=args.every,
-            quality=args.quality,
-            write_masks=args.write_masks,
-            workers=args.workers,
-            annotations=args.annotations,
-            progress=not args.no_progress,
-            videos=videos,
-        )
-    except (DataError, ValueError) as e:
-        print(f"sam2kf extract: {e}", file=sys.stderr)
-        return 2
+    # DataError/ValueError: one line, exit 2 (sam2_core.cli).
+    videos = _selected_videos(args)
+    summary = extract_dataset(
+        src=args.src,
+        dst=args.dst,
+        every=args.every,
+        quality=args.quality,
+        write_masks=args.write_masks,
+        workers=args.workers,
+        annotations=args.annotations,
+        progress=not args.no_progress,
+        videos=videos,
+    )
     print(
         f"extracted {len(summary.ok) - len(summary.skipped)} videos "
         f"({len(summary.skipped)} already done, {len(summary.failed)} failed), "

@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             dataset_version=args.dataset_version,
             min_jf_gain=args.min_jf_gain,
             eval_max_videos=args.eval_max_videos,
+            verbose=args.verbose,
         )
     )
     print(describe(result))

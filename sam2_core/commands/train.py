@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 EPILOG = """\
@@ -60,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from sam2_core.eval.vos import validate_in_memory
     from sam2_core.train.trainer import run_training
 
-    try:
-        summary = run_training(cfg, dry_run=args.dry_run, validate=validate_in_memory)
-    except ConfigError as e:  # e.g. the output folder holds a different or finished run
-        print(f"sam2kf train: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, default=str))
+    # ConfigError/DataError (ValueErrors: e.g. the output folder holds a different run, missing
+    # shards): one line, exit 2; a diverged run (NonFiniteLossError): exit 1 (sam2_core.cli).
+    summary = run_training(cfg, dry_run=args.dry_run, validate=validate_in_memory)
+    # One summary per job, not one per process (the local demo showed each rank's copy).
+    if os.environ.get("RANK", "0") in ("", "0"):
+        print(json.dumps(summary, default=str))
     return 0
