@@ -75,6 +75,10 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
+def _quiet_urllib3(record: logging.LogRecord) -> bool:
+    return not (record.name.startswith("urllib3") and record.levelno < logging.ERROR)
+
+
 def _configure_logging(*, verbose: bool) -> None:
     root = logging.getLogger()
     for h in list(root.handlers):
@@ -87,8 +91,9 @@ def _configure_logging(*, verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     if not verbose:
         # Retries against an unreachable host and kfp's client-version note are noise before
-        # the one-line error (or the run id); --verbose shows them.
-        logging.getLogger("urllib3").setLevel(logging.ERROR)
+        # the one-line error (or the run id); --verbose shows them. A filter, not a level:
+        # kfp's API client resets the urllib3 logger's level when it connects.
+        handler.addFilter(_quiet_urllib3)
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"kfp\.")
 
 

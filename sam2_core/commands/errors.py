@@ -42,12 +42,15 @@ _CONNECTION_NAMES = (
     "ConnectionError",
     "ProtocolError",
 )
+MAX_LINE = 500
 _WS = re.compile(r"\s*\n\s*")
 
 
 def one_line(text: str) -> str:
     """Collapse a (possibly multi-line) message into one line."""
-    return _WS.sub("; ", str(text).strip()) or "(no message)"
+    line = _WS.sub("; ", str(text).strip()) or "(no message)"
+    # Some wrapped errors (torch.load's) run to a screenful; the head names the input.
+    return line if len(line) <= MAX_LINE else line[: MAX_LINE - 3] + "..."
 
 
 def _connection_error(exc: BaseException) -> bool:

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from sam2_core.commands import argtypes
+
 EPILOG = """\
 modes:
   score existing predictions (SA-V <vid>/<obj>/<frame>.png or DAVIS <vid>/<frame>.png layouts,
@@ -43,8 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mod.add_argument("--format", default="auto", help="dataset format (default: auto-detect)")
     mod.add_argument("--split", help="dataset split, e.g. val")
     mod.add_argument("--videos", nargs="+", help="only these video ids")
-    mod.add_argument("--max-videos", type=int, help="at most this many videos")
-    mod.add_argument("--device", default="auto", help="auto (CUDA if present, bf16) | cpu | cuda")
+    mod.add_argument("--max-videos", type=argtypes.int_at_least(1), help="at most this many videos")
+    mod.add_argument(
+        "--device",
+        default="auto",
+        type=argtypes.device,
+        help="auto (CUDA if present, bf16) | cpu | cuda",
+    )
     mod.add_argument(
         "--prompt",
         choices=("first", "appear"),
@@ -58,7 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="prediction layout (auto: DAVIS for DAVIS/MOSE data, SA-V otherwise)",
     )
-    mod.add_argument("--max-objects-per-batch", type=int, help="objects propagated together")
+    mod.add_argument(
+        "--max-objects-per-batch", type=argtypes.int_at_least(1), help="objects propagated together"
+    )
     mod.add_argument(
         "--write-all-frames", action="store_true", help="also write unannotated frames (SA-V)"
     )
@@ -82,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-n",
         "--num-workers",
         "--num_processes",
-        type=int,
+        type=argtypes.int_at_least(0),
         default=min(4, os.cpu_count() or 1),
         help="processes over videos when scoring a folder (default: %(default)s)",
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sam2_core.commands.errors import InputError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -41,6 +43,15 @@ def run(args: argparse.Namespace) -> int:
     from sam2_core.model.build import convert_checkpoint
 
     # CheckpointError (a ValueError) and missing files: one line, exit 2 (sam2_core.cli).
-    s = convert_checkpoint(model=args.model, src=args.checkpoint, out=args.out)
+    try:
+        s = convert_checkpoint(model=args.model, src=args.checkpoint, out=args.out)
+    except Exception as e:
+        # safetensors' own error type (a garbage .safetensors file) is not a ValueError.
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise InputError(
+            f"--checkpoint {args.checkpoint}: not a readable safetensors file ({e}); give a "
+            ".pt/.safetensors checkpoint or a released model name"
+        ) from None
     print(f"wrote {s.out}: model {s.model}, {s.num_keys} tensors, {s.num_params:,} parameters")
     return 0

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from sam2_core.commands import argtypes
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -20,9 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("dst", metavar="DST", help="output folder (SA-V val/test layout)")
     parser.add_argument(
-        "--every", type=int, default=4, help="keep every Nth frame (default 4 = 6 fps of 24 fps)"
+        "--every",
+        type=argtypes.int_at_least(1),
+        default=4,
+        help="keep every Nth frame (default 4 = 6 fps of 24 fps)",
     )
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+    parser.add_argument(
+        "--quality", type=argtypes.int_within(1, 100), default=95, help="JPEG quality (default 95)"
+    )
     parser.add_argument(
         "--write-masks",
         action="store_true",
@@ -30,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=argtypes.int_at_least(0),
         default=os.cpu_count() or 1,
         help="parallel processes, one video each (default: CPU count; 0 = in this process)",
     )

@@ -7,6 +7,7 @@ import argparse
 import json
 from typing import Any
 
+from sam2_core.commands import argtypes
 from sam2_core.commands.errors import InputError
 from sam2_core.launch.spec import LaunchSpec
 
@@ -101,7 +102,10 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         help='toleration for GPU steps and training pods, e.g. \'{"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}\'',
     )
     g.add_argument(
-        "--eval-gpus", type=int, default=1, help="GPUs of each evaluation step (0 = CPU)"
+        "--eval-gpus",
+        type=argtypes.int_at_least(0),
+        default=1,
+        help="GPUs of each evaluation step (0 = CPU)",
     )
     g.add_argument("--eval-gpu-resource", default="nvidia.com/gpu", help="GPU resource type")
     g.add_argument(
@@ -142,7 +146,10 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         help="its kind; the Helm chart's stock runtime is ClusterTrainingRuntime torch-distributed",
     )
     g.add_argument(
-        "--data-retries", type=int, default=3, help="retries of the extract and shard steps"
+        "--data-retries",
+        type=argtypes.int_at_least(0),
+        default=3,
+        help="retries of the extract and shard steps",
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from sam2_core.commands import argtypes
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -22,15 +24,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("src", help="dataset URL or path (local, gs://, s3://)")
     parser.add_argument("dst", nargs="?", help="output directory URL or path")
-    parser.add_argument("--shard-size-mb", type=float, default=256, help="target shard file size")
+    parser.add_argument(
+        "--shard-size-mb",
+        type=argtypes.float_within(0, low_open=True),
+        default=256,
+        help="target shard file size",
+    )
     parser.add_argument(
         "--row-group-mb",
-        type=float,
+        type=argtypes.float_within(0, low_open=True),
         default=4,
         help="target row-group size in MB, the random-access unit (default 4: a 1280x720 clip of 8 frames then reads ~1.8x its bytes; 32 MB reads ~6x)",
     )
     parser.add_argument(
-        "--val-fraction", type=float, default=0.1, help="share of videos put in split 'val'"
+        "--val-fraction",
+        type=argtypes.float_within(0, 1),
+        default=0.1,
+        help="share of videos put in split 'val'",
     )
     parser.add_argument("--seed", type=int, default=0, help="salt of the train/val split hash")
     parser.add_argument(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+
+from sam2_core.commands.errors import InputError, one_line
 
 EPILOG = """\
 overrides (Hydra, key=value; any config value can be overridden):
@@ -55,9 +56,8 @@ def run(args: argparse.Namespace) -> int:
             print(OmegaConf.to_yaml(composed))
             return 0
         cfg = to_train_config(composed)
-    except ConfigError as e:
-        print(f"sam2kf train: {e}", file=sys.stderr)
-        return 2
+    except ConfigError as e:  # one line, whatever Hydra's message looks like
+        raise InputError(one_line(str(e))) from None
     from sam2_core.eval.vos import validate_in_memory
     from sam2_core.train.trainer import run_training
 
