@@ -666,3 +666,73 @@ def test_token_comes_from_the_environment_and_is_masked(monkeypatch: pytest.Monk
         "--token=***",
         "***",
     ]
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip() and not LOG_RECORD.match(line)]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_disk_full_is_one_line_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from sam2_core.data.prep import demo
+
+    def full(**kwargs: object) -> list[str]:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "d" / "a.mp4"))
+
+    monkeypatch.setattr(demo, "write_demo_dataset", full)
+    assert main(["demo-data", str(tmp_path / "d")]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("sam2kf demo-data: ") and "a.mp4" in line and "no space left" in line
+
+
+def test_unexpected_failure_is_exit_1_with_a_debug_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sam2_core.data.prep import demo
+
+    def broken(**kwargs: object) -> list[str]:
+        raise RuntimeError("encoder crashed")
+
+    monkeypatch.setattr(demo, "write_demo_dataset", broken)
+    assert main(["demo-data", str(tmp_path / "d")]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "encoder crashed" in line and "--debug" in line
+
+
+def test_promote_lost_race_is_exit_4(
+    res: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sam2_core.registry import PromotionRaceLost, Registry
+
+    def lose(self: Registry, *args: object, **kwargs: object) -> None:
+        raise PromotionRaceLost("the new champion was measured on another split")
+
+    monkeypatch.setattr(Registry, "promote", lose)
+    argv = [
+        a.replace("{out}", str(tmp_path)).replace("{model_pt}", res["model_pt"])
+        for a in PROMOTE_SPLIT
+    ]
+    assert main(["promote", *argv, "--jf", "50"]) == 4
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("sam2kf promote: --registry") and "another promotion won" in line
+    assert not (tmp_path / "reg" / "champion.json").exists()
+
+
+def test_promote_exit_status_says_what_happened(
+    res: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        a.replace("{out}", str(tmp_path)).replace("{model_pt}", res["model_pt"])
+        for a in PROMOTE_SPLIT
+    ]
+    assert main(["promote", *argv, "--jf", "50"]) == 0
+    assert main(["promote", *argv, "--jf", "40", "--run-id", "r2"]) == 3
+    assert "kept champion" in capsys.readouterr().out
