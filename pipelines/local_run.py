@@ -6,10 +6,16 @@ component in a subprocess of this interpreter (``use_venv=False``: no package in
 ignores the kfp-kubernetes settings. Artifacts land under ``<out>/kfp/<run>/<task>/``.
 """
 
+import contextlib
+import io
 import json
+import logging
 import os
+import re
+import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,8 @@ class LocalRunConfig:
     val_fraction: float = 0.34
     data_partitions: int = 1  # extract + shard fan out over this many partitions
     extra: dict[str, Any] = field(default_factory=dict)
+    #: False: one line per step (a failed step's whole log); True: kfp.local's own output
+    verbose: bool = False
 
 
 @dataclass
@@ -95,10 +103,18 @@ def run_local(cfg: LocalRunConfig) -> LocalRunResult:
         **cfg.extra,
     }
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
+    quiet = StepLines(sys.stdout.write) if not cfg.verbose else None
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
         # base_image is ignored by the subprocess runner; its "no python in image name" note is noise.
         warnings.simplefilter("ignore", RuntimeWarning)
         warnings.simplefilter("ignore", UserWarning)
+        if quiet is not None:
+            # kfp.local prints everything (its log handler and the steps' output) to sys.stdout.
+            stack.enter_context(contextlib.redirect_stdout(quiet))
+            stack.callback(quiet.close)
+            root_logger = logging.getLogger()
+            root_logger.addFilter(_drop_workspace_note)
+            stack.callback(root_logger.removeFilter, _drop_workspace_note)
         finetune_pipeline(**args)
     seconds = time.perf_counter() - t0
     new = sorted(set(os.listdir(root)) - before)
@@ -110,6 +126,76 @@ def run_local(cfg: LocalRunConfig) -> LocalRunResult:
     return LocalRunResult(
         str(run_dir), seconds, artifacts, params, registry, champ.to_dict() if champ else None
     )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_START = re.compile(r"Executing task '([^']+)'")
+_END = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_OWN = re.compile(r"^\s*\[(extract|shard|train|evaluate|promote|data)\] (.*)$")
+
+
+def _drop_workspace_note(record: logging.LogRecord) -> bool:
+    """kfp.local's "Cleaned up workspace: /tmp/kfp-workspace-..." is noise in quiet mode."""
+    return not record.getMessage().startswith("Cleaned up workspace")
+
+
+class StepLines(io.TextIOBase):
+    """A stdout stand-in that turns kfp.local's output into one line per finished step.
+
+    kfp.local echoes every step's executor input/output JSON, its own banners and the training
+    processes' output (~600 lines for the demo). Kept: the step's own ``[extract]``,
+    ``[shard]``, ... messages, joined into the step's line. A failed step's full log is written
+    out, so nothing needed to debug it is lost.
+    """
+
+    def __init__(self, write: Callable[[str], Any]) -> None:
+        self._write = write
+        self._partial = ""
+        self._task = ""
+        self._log: list[str] = []
+        self._own: list[str] = []
+        self._t0 = time.perf_counter()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            self._line(_ANSI.sub("", line))
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        if m := _START.search(line):
+            self._task, self._log, self._own = m.group(1), [], []
+            self._t0 = time.perf_counter()
+            return
+        if m := _END.search(line):
+            seconds = time.perf_counter() - self._t0
+            ok = m.group(2) == "SUCCESS"
+            detail = "; ".join(self._own)
+            self._write(
+                f"[{m.group(1)}] {'done' if ok else m.group(2)} in {seconds:.0f} s"
+                + (f": {detail}" if detail else "")
+                + "\n"
+            )
+            if not ok:
+                self._write("\n".join(self._log) + "\n")
+            self._task = ""
+            return
+        self._log.append(line)
+        if own := _OWN.match(line):
+            self._own.append(own.group(2).strip())
+
+    def close(self) -> None:
+        if self._partial:
+            self._line(_ANSI.sub("", self._partial))
+            self._partial = ""
+        if self._task and self._log:  # a step that never reported its end: show its log
+            self._write("\n".join(self._log) + "\n")
+            self._log = []
+        super().close()
 
 
 def collect_outputs(run_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -147,6 +233,17 @@ def _collect(
             }
 
 
+def report_path(artifacts: dict[str, dict[str, Any]]) -> str:
+    """The challenger's real ``report.html`` (the ``report`` artifact is an extensionless copy
+    that a browser shows as source)."""
+    results = artifacts.get("evaluate-challenger/results", {}).get("url")
+    if results:
+        html = Path(str(results)) / "report.html"
+        if html.exists():
+            return str(html)
+    return str(artifacts.get("evaluate-challenger/report", {}).get("url", "(not produced)"))
+
+
 def describe(result: LocalRunResult) -> str:
     """Human-readable list of where every output went."""
     a = result.artifacts
@@ -157,6 +254,11 @@ def describe(result: LocalRunResult) -> str:
     model_meta = a.get("train-model/model", {}).get("metadata", {})
     ch = a.get("evaluate-challenger/metrics", {}).get("metadata", {})
     champ_eval = a.get("evaluate-champion/metrics", {}).get("metadata", {})
+
+    def num(meta: dict[str, Any], key: str) -> str:
+        value = meta.get(key, "-")
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
     promoted = result.parameters.get("promote-model", {}).get("Output")
     new_videos = result.parameters.get("commit-shards", {}).get("Output")
     parts = sum(1 for k in result.parameters if k.startswith("extract-frames["))
@@ -175,10 +277,10 @@ def describe(result: LocalRunResult) -> str:
         f"    checkpoints          {model_meta.get('checkpoints', '-')}",
         f"    TensorBoard logs     {model_meta.get('tensorboard', '-')}",
         f"    exported model       {model_meta.get('model_uri', '-')}",
-        f"  challenger J&F         {ch.get('J&F', '-')}  (J {ch.get('J', '-')}, F {ch.get('F', '-')})",
-        f"  champion J&F (before)  {champ_eval.get('J&F', '-')}  (-1 = no champion yet)",
+        f"  challenger J&F         {num(ch, 'J&F')}  (J {num(ch, 'J')}, F {num(ch, 'F')})",
+        f"  champion J&F (before)  {num(champ_eval, 'J&F')}  (-1 = no champion yet)",
         f"  evaluation results     {url('evaluate-challenger/results')}",
-        f"  HTML report            {url('evaluate-challenger/report')}",
+        f"  HTML report            {report_path(a)}",
         f"  promotion              {'promoted' if promoted else 'not promoted'}"
         f"  ({url('promote-model/decision')})",
         f"  registry               {result.registry_uri} (champion.json, history/)",

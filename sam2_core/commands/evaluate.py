@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from sam2_core.commands import argtypes
+
 EPILOG = """\
 modes:
   score existing predictions (SA-V <vid>/<obj>/<frame>.png or DAVIS <vid>/<frame>.png layouts,
@@ -35,23 +37,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     mod = parser.add_argument_group("run a model")
     mod.add_argument(
-        "--model",
-        help="model name (tiny, sam2.1_hiera_t/s/b+/l), config YAML, checkpoint file, or a "
-        "released checkpoint name (sam2.1_hiera_tiny: its config and weights)",
+        "--model", help="model name (tiny, sam2.1_hiera_t/s/b+/l), config YAML, or checkpoint file"
     )
-    mod.add_argument(
-        "--checkpoint",
-        help="weights for a named --model ({'model': state_dict} file or URL), or a released "
-        "name: sam2.1_hiera_tiny|small|base_plus|large, sam2_hiera_*, or released (the SAM 2.1 "
-        "checkpoint of --model; downloaded once)",
-    )
+    mod.add_argument("--checkpoint", help="weights for a named --model ({'model': state_dict})")
     mod.add_argument("--model-name", help="config of a --model checkpoint (default: inferred)")
     mod.add_argument("--data", help="dataset URL: SA-V raw/frames, DAVIS/MOSE, or Parquet shards")
     mod.add_argument("--format", default="auto", help="dataset format (default: auto-detect)")
     mod.add_argument("--split", help="dataset split, e.g. val")
     mod.add_argument("--videos", nargs="+", help="only these video ids")
-    mod.add_argument("--max-videos", type=int, help="at most this many videos")
-    mod.add_argument("--device", default="auto", help="auto (CUDA if present, bf16) | cpu | cuda")
+    mod.add_argument("--max-videos", type=argtypes.int_at_least(1), help="at most this many videos")
+    mod.add_argument(
+        "--device",
+        default="auto",
+        type=argtypes.device,
+        help="auto (CUDA if present, bf16) | cpu | cuda",
+    )
     mod.add_argument(
         "--prompt",
         choices=("first", "appear"),
@@ -65,7 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="prediction layout (auto: DAVIS for DAVIS/MOSE data, SA-V otherwise)",
     )
-    mod.add_argument("--max-objects-per-batch", type=int, help="objects propagated together")
+    mod.add_argument(
+        "--max-objects-per-batch", type=argtypes.int_at_least(1), help="objects propagated together"
+    )
     mod.add_argument(
         "--write-all-frames", action="store_true", help="also write unannotated frames (SA-V)"
     )
@@ -89,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-n",
         "--num-workers",
         "--num_processes",
-        type=int,
+        type=argtypes.int_at_least(0),
         default=min(4, os.cpu_count() or 1),
         help="processes over videos when scoring a folder (default: %(default)s)",
     )
@@ -204,23 +206,27 @@ def _run_model(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam2_core.data.readers.records import DataError
-    from sam2_core.download import DownloadError
+    # Library errors (DataError, CheckpointError: ValueErrors; missing files) become one line
+    # with exit status 2 in sam2_core.cli.
+    from sam2_core.commands.errors import InputError
 
     scoring = bool(args.gt_dir or args.pred_dir)
     if scoring and args.model:
-        print("error: use either --gt-dir/--pred-dir or --model/--data, not both", file=sys.stderr)
-        return 2
-    try:
-        if scoring:
-            if not (args.gt_dir and args.pred_dir):
-                print("error: --gt-dir and --pred-dir go together", file=sys.stderr)
-                return 2
-            return _score_dirs(args)
-        if not (args.model and args.data and args.out):
-            print("error: give --gt-dir/--pred-dir, or --model, --data and --out", file=sys.stderr)
-            return 2
-        return _run_model(args)
-    except (DataError, FileNotFoundError, ValueError, DownloadError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise InputError(
+            "--gt-dir/--pred-dir and --model both given; use --gt-dir/--pred-dir to score "
+            "existing predictions or --model/--data/--out to run a model, not both"
+        )
+    if scoring:
+        if not (args.gt_dir and args.pred_dir):
+            raise InputError("--gt-dir and --pred-dir go together; give both")
+        return _score_dirs(args)
+    if not (args.model and args.data and args.out):
+        missing = [
+            f
+            for f, v in (("--model", args.model), ("--data", args.data), ("--out", args.out))
+            if not v
+        ]
+        raise InputError(
+            f"{', '.join(missing)} missing; give --gt-dir and --pred-dir, or --model, --data and --out"
+        )
+    return _run_model(args)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sam2_core.commands.errors import InputError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -18,8 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  sam2kf export --model sam2.1_hiera_b+ --checkpoint runs/r1/model_final.pt --out ft.pt\n"
         "  sam2kf export --model sam2.1_hiera_t --checkpoint runs/r1/checkpoints/step-000500 \\\n"
         "      --out gs://bucket/models/sam2.1_t_ft.pt\n"
-        "  sam2kf export --model sam2.1_hiera_t --checkpoint sam2.1_hiera_tiny.pt --out copy.pt\n"
-        "  sam2kf export --model sam2.1_hiera_s --checkpoint sam2.1_hiera_small --out s.pt"
+        "  sam2kf export --model sam2.1_hiera_t --checkpoint sam2.1_hiera_tiny.pt --out copy.pt"
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
@@ -33,23 +34,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="IN",
         help="input: official .pt, an exported .pt, a training checkpoint file or step "
-        "directory, .safetensors (local path or fsspec URL), or a released name "
-        "(sam2.1_hiera_tiny|small|base_plus|large, sam2_hiera_*, or released = the SAM 2.1 "
-        "checkpoint of --model; downloaded once)",
+        "directory, or .safetensors (local path or fsspec URL)",
     )
     parser.add_argument("--out", required=True, metavar="OUT.pt", help="output file or URL")
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
+    from sam2_core.model.build import convert_checkpoint
 
-    from sam2_core.download import DownloadError
-    from sam2_core.model.build import CheckpointError, convert_checkpoint
-
+    # CheckpointError (a ValueError) and missing files: one line, exit 2 (sam2_core.cli).
     try:
         s = convert_checkpoint(model=args.model, src=args.checkpoint, out=args.out)
-    except (CheckpointError, ValueError, DownloadError) as exc:
-        print(f"sam2kf export: {exc}", file=sys.stderr)
-        return 1
+    except Exception as e:
+        # safetensors' own error type (a garbage .safetensors file) is not a ValueError.
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise InputError(
+            f"--checkpoint {args.checkpoint}: not a readable safetensors file ({e}); give a "
+            ".pt/.safetensors checkpoint or a released model name"
+        ) from None
     print(f"wrote {s.out}: model {s.model}, {s.num_keys} tensors, {s.num_params:,} parameters")
     return 0

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from sam2_core.commands import argtypes
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -20,9 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("dst", metavar="DST", help="output folder (SA-V val/test layout)")
     parser.add_argument(
-        "--every", type=int, default=4, help="keep every Nth frame (default 4 = 6 fps of 24 fps)"
+        "--every",
+        type=argtypes.int_at_least(1),
+        default=4,
+        help="keep every Nth frame (default 4 = 6 fps of 24 fps)",
     )
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+    parser.add_argument(
+        "--quality", type=argtypes.int_within(1, 100), default=95, help="JPEG quality (default 95)"
+    )
     parser.add_argument(
         "--write-masks",
         action="store_true",
@@ -30,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=argtypes.int_at_least(0),
         default=os.cpu_count() or 1,
         help="parallel processes, one video each (default: CPU count; 0 = in this process)",
     )
@@ -70,37 +77,35 @@ def _selected_videos(args: argparse.Namespace) -> list[str] | None:
         try:
             text = storage.read_text(args.videos_file)
         except FileNotFoundError as e:
-            raise ValueError(f"{args.videos_file}: videos file not found") from e
+            raise ValueError(
+                f"--videos-file {args.videos_file}: videos file not found; give a file with one video id per line"
+            ) from e
     else:
         return None
     ids = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     ids = [i for i in ids if i]
     if not ids:
         source = "--videos" if args.videos is not None else args.videos_file
-        raise ValueError(f"{source}: no video ids given")
+        raise ValueError(f"{source}: no video ids given; list at least one video id")
     return ids
 
 
 def run(args: argparse.Namespace) -> int:
     from sam2_core.data.prep.extract import extract_dataset
-    from sam2_core.data.readers.records import DataError
 
-    try:
-        videos = _selected_videos(args)
-        summary = extract_dataset(
-            src=args.src,
-            dst=args.dst,
-            every=args.every,
-            quality=args.quality,
-            write_masks=args.write_masks,
-            workers=args.workers,
-            annotations=args.annotations,
-            progress=not args.no_progress,
-            videos=videos,
-        )
-    except (DataError, ValueError) as e:
-        print(f"sam2kf extract: {e}", file=sys.stderr)
-        return 2
+    # DataError/ValueError: one line, exit 2 (sam2_core.cli).
+    videos = _selected_videos(args)
+    summary = extract_dataset(
+        src=args.src,
+        dst=args.dst,
+        every=args.every,
+        quality=args.quality,
+        write_masks=args.write_masks,
+        workers=args.workers,
+        annotations=args.annotations,
+        progress=not args.no_progress,
+        videos=videos,
+    )
     print(
         f"extracted {len(summary.ok) - len(summary.skipped)} videos "
         f"({len(summary.skipped)} already done, {len(summary.failed)} failed), "

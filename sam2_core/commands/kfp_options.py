@@ -7,6 +7,8 @@ import argparse
 import json
 from typing import Any
 
+from sam2_core.commands import argtypes
+from sam2_core.commands.errors import InputError
 from sam2_core.launch.images import IMAGE_REPO_ENV, IMAGE_TAG_ENV, ImageSettings
 from sam2_core.launch.spec import LaunchSpec
 
@@ -17,7 +19,14 @@ def add_kfp_connection(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("KFP connection")
     g.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
     g.add_argument("--namespace", default=None, help="KFP profile namespace (multi-user installs)")
-    g.add_argument("--token", default=None, help="bearer token (e.g. `kubectl create token ...`)")
+    g.add_argument(
+        "--token-file",
+        default=None,
+        help="file holding the bearer token (e.g. `kubectl create token ...` output or a mounted "
+        "Secret); default: $SAM2KF_KFP_TOKEN or $KFP_TOKEN. Never pass a token in argv.",
+    )
+    # Removed: a token in argv is visible in `ps` and logs. Kept only to say what to do instead.
+    g.add_argument("--token", default=None, help=argparse.SUPPRESS)
     g.add_argument(
         "--experiment", default="sam2-finetune", help="experiment name (created if missing)"
     )
@@ -39,10 +48,19 @@ def connect(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, An
     The arguments are checked before connecting, so typos fail fast and offline.
     """
     from pipelines.client import make_client
+    from sam2_core.commands.secrets import TOKEN_ENV, read_token, register_secret
 
+    if args.token is not None:
+        register_secret(args.token)
+        raise InputError(
+            "--token is no longer accepted (a token in argv is visible to every process and "
+            f"lands in logs); use --token-file FILE or the environment variable {TOKEN_ENV[0]} "
+            f"(or {TOKEN_ENV[1]})"
+        )
+    token = read_token(token_file=args.token_file)
     arguments, settings = run_parameters(args), settings_from(args)
     client = make_client(
-        args.host, namespace=args.namespace, token=args.token, verify_ssl=not args.insecure
+        args.host, namespace=args.namespace, token=token, verify_ssl=not args.insecure
     )
     common = {
         "settings": settings,
@@ -85,7 +103,10 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         help='toleration for GPU steps and training pods, e.g. \'{"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}\'',
     )
     g.add_argument(
-        "--eval-gpus", type=int, default=1, help="GPUs of each evaluation step (0 = CPU)"
+        "--eval-gpus",
+        type=argtypes.int_at_least(0),
+        default=1,
+        help="GPUs of each evaluation step (0 = CPU)",
     )
     g.add_argument("--eval-gpu-resource", default="nvidia.com/gpu", help="GPU resource type")
     g.add_argument(
@@ -139,7 +160,10 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         help="its kind; the Helm chart's stock runtime is ClusterTrainingRuntime torch-distributed",
     )
     g.add_argument(
-        "--data-retries", type=int, default=3, help="retries of the extract and shard steps"
+        "--data-retries",
+        type=argtypes.int_at_least(0),
+        default=3,
+        help="retries of the extract and shard steps",
     )
 
 
@@ -150,18 +174,24 @@ def settings_from(args: argparse.Namespace) -> Any:
     for item in args.node_selector:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"--node-selector {item!r}: expected KEY=VALUE")
+            raise InputError(
+                f"--node-selector {item!r}: missing '='; give KEY=VALUE, e.g. "
+                "--node-selector cloud.google.com/gke-accelerator=nvidia-tesla-a100"
+            )
         selector[key] = value
     tolerations = []
     for item in args.toleration:
         try:
             tolerations.append(dict(json.loads(item)))
         except (ValueError, TypeError) as exc:
-            raise SystemExit(f"--toleration {item!r}: not a JSON object ({exc})") from None
+            raise InputError(
+                f"--toleration {item!r}: not a JSON object ({exc}); "
+                'give e.g. \'{"key":"nvidia.com/gpu","operator":"Exists"}\''
+            ) from None
     try:
         images = ImageSettings.from_env(repository=args.image_repo, tag=args.image_tag)
     except ValueError as exc:
-        raise SystemExit(f"--image-repo/--image-tag: {exc}") from None
+        raise InputError(f"--image-repo/--image-tag: {exc}") from None
     return ClusterSettings(
         images=images,
         pvc_claim=args.pvc,
@@ -212,7 +242,9 @@ def _coerce(kind: str, name: str, value: str) -> Any:
         if kind == "Boolean":
             return value.lower() in ("1", "true", "yes")
     except ValueError:
-        raise SystemExit(f"--param {name}={value!r}: expected {kind}") from None
+        raise InputError(
+            f"--param {name}={value!r}: not a valid {kind}; give a {kind.lower()} value"
+        ) from None
     return value
 
 
@@ -225,7 +257,10 @@ def run_parameters(args: argparse.Namespace, *, required: bool = True) -> dict[s
     for item in args.param:
         name, sep, value = item.partition("=")
         if not sep or name not in inputs:
-            raise SystemExit(f"--param {item!r}: unknown parameter (known: {', '.join(inputs)})")
+            raise InputError(
+                f"--param {item!r}: unknown parameter or missing '='; use NAME=VALUE with NAME "
+                f"one of {', '.join(inputs)}"
+            )
         out[name] = _coerce(str(inputs[name].type), name, value)
     if args.raw_uri:
         out["raw_uri"] = args.raw_uri
@@ -233,7 +268,6 @@ def run_parameters(args: argparse.Namespace, *, required: bool = True) -> dict[s
         out["registry_uri"] = args.registry_uri
     missing = [n for n in ("raw_uri", "registry_uri") if required and n not in out]
     if missing:
-        raise SystemExit(
-            f"missing required pipeline parameter(s): {', '.join(missing)} (--raw-uri, --registry-uri)"
-        )
+        flags = ", ".join("--" + n.replace("_", "-") for n in missing)
+        raise InputError(f"{flags} missing; give {flags} (or -p {missing[0]}=URL)")
     return out

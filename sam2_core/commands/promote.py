@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+
+from sam2_core.commands.errors import InputError, one_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,16 +44,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "only accepted when it was measured on the same split)",
     )
     parser.add_argument("--margin", type=float, default=0.0, help="minimum J&F gain to promote")
-    parser.add_argument("--dataset-name", default="demo")
-    parser.add_argument("--dataset-version", default="v1")
-    parser.add_argument("--split", default="val", help="evaluation split name")
+    # No defaults: the registry compares J&F only within one dataset/version/split, so a silent
+    # "demo"/"v1" would compare (or refuse) against the wrong champion.
+    parser.add_argument("--dataset-name", default="", help="dataset of the evaluation (required)")
+    parser.add_argument(
+        "--dataset-version", default="", help="dataset version of the evaluation (required)"
+    )
+    parser.add_argument("--split", default="", help="evaluation split name, e.g. val (required)")
     parser.add_argument("--run-id", default="manual", help="pipeline run id of the challenger")
     parser.add_argument("--model-name", default="", help="model configuration name, e.g. tiny")
 
 
 def run(args: argparse.Namespace) -> int:
     from sam2_core import storage
-    from sam2_core.registry import ModelRecord, Registry
+    from sam2_core.registry import (
+        EXIT_STATUS,
+        LOST_RACE,
+        ModelRecord,
+        PromotionRaceLost,
+        Registry,
+        RegistryInputError,
+    )
 
     reg = Registry(args.registry)
     if args.show:
@@ -61,17 +75,45 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    if not args.model_uri or (args.jf is None and not args.summary):
-        print("sam2kf promote: --model-uri and one of --jf/--summary are required (or --show)")
-        return 2
+    missing = [
+        flag
+        for flag, value in (
+            ("--model-uri", args.model_uri),
+            ("--jf or --summary", args.jf is not None or args.summary),
+            ("--dataset-name", args.dataset_name),
+            ("--dataset-version", args.dataset_version),
+            ("--split", args.split),
+        )
+        if not value
+    ]
+    if missing:
+        raise InputError(
+            f"{', '.join(missing)} missing; a promotion compares a challenger on one evaluation "
+            "split, so give --model-uri, --jf/--summary, --dataset-name, --dataset-version and "
+            "--split (or --show)"
+        )
     metrics: dict = {}
     jf = args.jf
     if args.summary:
-        metrics = storage.read_json(args.summary)
+        try:
+            metrics = dict(storage.read_json(args.summary))
+        except (ValueError, TypeError) as e:
+            raise InputError(
+                f"--summary {args.summary}: not a JSON object ({one_line(str(e))}); give the "
+                "summary.json that `sam2kf evaluate` wrote"
+            ) from None
         if "J&F" not in metrics:
-            print(f"sam2kf promote: {args.summary} has no 'J&F' key")
-            return 2
-        jf = float(metrics["J&F"])
+            raise InputError(
+                f"--summary {args.summary}: no 'J&F' key; give the summary.json that "
+                "`sam2kf evaluate` wrote, or --jf VALUE"
+            )
+        try:
+            jf = float(metrics["J&F"])
+        except (TypeError, ValueError):
+            raise InputError(
+                f"--summary {args.summary}: 'J&F' is {metrics['J&F']!r}, not a number; give "
+                "the summary.json that `sam2kf evaluate` wrote, or --jf VALUE"
+            ) from None
     record = ModelRecord(
         model_uri=args.model_uri,
         jf=float(jf),
@@ -82,6 +124,30 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.model_name,
         metrics=metrics,
     )
-    decision = reg.promote(record, margin=args.margin, champion_jf=args.champion_jf)
+    try:
+        decision = reg.promote(record, margin=args.margin, champion_jf=args.champion_jf)
+    except RegistryInputError as e:
+        raise InputError(f"{_flagged(str(e))}; fix the value and rerun") from None
+    except PromotionRaceLost as e:
+        print(
+            f"sam2kf promote: --registry {args.registry}: another promotion won the race "
+            f"({one_line(str(e))}); rerun the step to decide against the new champion",
+            file=sys.stderr,
+        )
+        return EXIT_STATUS[LOST_RACE]
     print(("PROMOTED: " if decision.promote else "kept champion: ") + decision.reason)
-    return 0
+    return decision.exit_status
+
+
+def _flagged(message: str) -> str:
+    """Name the CLI flags behind the library's parameter names in a registry message."""
+    for name, flag in (
+        ("challenger J&F", "--jf/--summary J&F"),
+        ("champion J&F", "--champion-jf"),
+        ("margin", "--margin"),
+        ("challenger model URI", "--model-uri"),
+        ("challenger model", "--model-uri"),
+    ):
+        if message.startswith(name):
+            return flag + message[len(name) :]
+    return message

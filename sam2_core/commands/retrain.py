@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from sam2_core import storage
+from sam2_core.commands.secrets import redact_argv
 
 log = logging.getLogger("sam2kf.retrain")
 
@@ -180,7 +181,9 @@ def run_cron(config_dir: str | Path, run_id: str, *, api_client: Any = None) -> 
     cfg = load_retrain_config(config_dir)
     if cfg.kfp_host:
         command = cron_plan(config_dir, run_id)["command"]
-        log.info("submitting the pipeline to KFP: %s", " ".join(command))
+        # The token comes from the environment (the CronJob's secretKeyRef env KFP_TOKEN, which
+        # the child inherits); a --token left in submit_args is masked here and refused there.
+        log.info("submitting the pipeline to KFP: %s", " ".join(redact_argv(command)))
         return subprocess.run(command, check=False).returncode
     spec = load_launch_spec(config_dir)
     result = retrain(

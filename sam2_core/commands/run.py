@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             min_jf_gain=args.min_jf_gain,
             eval_max_videos=args.eval_max_videos,
             data_partitions=args.data_partitions,
+            verbose=args.verbose,
         )
     )
     print(describe(result))

@@ -31,8 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipelines.client import check_cron, schedule
+    from sam2_core.commands.errors import InputError
 
-    cron = check_cron(args.cron)  # fail before connecting
+    try:
+        cron = check_cron(args.cron)  # fail before connecting
+    except ValueError:
+        fields = len(args.cron.split())
+        raise InputError(
+            f"--cron {args.cron!r} has {fields} field(s) but KFP's cron has 6, seconds first; "
+            "prepend the seconds, e.g. --cron '0 0 3 * * 0' (Sundays 03:00)"
+        ) from None
     client, arguments, common = connect(args)
     rec_id = schedule(client, cron=cron, arguments=arguments, job_name=args.job_name, **common)
     print(f"created recurring run {rec_id} ({cron}, max concurrency 1, no catch-up)")

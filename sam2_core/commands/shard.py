@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from sam2_core.commands import argtypes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,15 +24,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("src", help="dataset URL or path (local, gs://, s3://)")
     parser.add_argument("dst", nargs="?", help="output directory URL or path")
-    parser.add_argument("--shard-size-mb", type=float, default=256, help="target shard file size")
+    parser.add_argument(
+        "--shard-size-mb",
+        type=argtypes.float_within(0, low_open=True),
+        default=256,
+        help="target shard file size",
+    )
     parser.add_argument(
         "--row-group-mb",
-        type=float,
+        type=argtypes.float_within(0, low_open=True),
         default=4,
         help="target row-group size in MB, the random-access unit (default 4: a 1280x720 clip of 8 frames then reads ~1.8x its bytes; 32 MB reads ~6x)",
     )
     parser.add_argument(
-        "--val-fraction", type=float, default=0.1, help="share of videos put in split 'val'"
+        "--val-fraction",
+        type=argtypes.float_within(0, 1),
+        default=0.1,
+        help="share of videos put in split 'val'",
     )
     parser.add_argument("--seed", type=int, default=0, help="salt of the train/val split hash")
     parser.add_argument(
@@ -52,38 +61,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sam2_core.commands.errors import InputError
     from sam2_core.data.prep.shard_writer import write_shards
-    from sam2_core.data.readers.records import DataError
     from sam2_core.data.readers.shards import ShardIndex
 
-    try:
-        if args.dst is None:
-            if not args.verify:
-                print("sam2kf shard: DST is required (or give --verify SRC)", file=sys.stderr)
-                return 2
-            index = ShardIndex.open(args.src, verify=True)
-            m = index.manifest
-            print(
-                f"{args.src}: OK, {m.num_videos} videos, {m.num_frames} frames, "
-                f"{len(m.shards)} shards, splits {json.dumps(m.splits)}"
-            )
-            return 0
-        manifest = write_shards(
-            src=args.src,
-            dst=args.dst,
-            shard_size_mb=args.shard_size_mb,
-            row_group_mb=args.row_group_mb,
-            val_fraction=args.val_fraction,
-            seed=args.seed,
-            fmt=args.fmt,
-            annotations=args.annotations,
-            progress=not args.no_progress,
+    # DataError (a ValueError): one line, exit 2 (sam2_core.cli).
+    if args.dst is None:
+        if not args.verify:
+            raise InputError("DST missing; give SRC DST, or --verify SRC to check shards")
+        index = ShardIndex.open(args.src, verify=True)
+        m = index.manifest
+        print(
+            f"{args.src}: OK, {m.num_videos} videos, {m.num_frames} frames, "
+            f"{len(m.shards)} shards, splits {json.dumps(m.splits)}"
         )
-        if args.verify:
-            ShardIndex.open(args.dst, verify=True)
-    except DataError as exc:
-        print(f"sam2kf shard: {exc}", file=sys.stderr)
-        return 1
+        return 0
+    manifest = write_shards(
+        src=args.src,
+        dst=args.dst,
+        shard_size_mb=args.shard_size_mb,
+        row_group_mb=args.row_group_mb,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        fmt=args.fmt,
+        annotations=args.annotations,
+        progress=not args.no_progress,
+    )
+    if args.verify:
+        ShardIndex.open(args.dst, verify=True)
     total = sum(s.bytes for s in manifest.shards)
     print(
         f"{args.dst}: {manifest.num_videos} videos, {manifest.num_frames} frames, "

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
+
+from sam2_core.commands.errors import InputError, one_line
 
 EPILOG = """\
 overrides (Hydra, key=value; any config value can be overridden):
@@ -54,20 +56,15 @@ def run(args: argparse.Namespace) -> int:
             print(OmegaConf.to_yaml(composed))
             return 0
         cfg = to_train_config(composed)
-    except ConfigError as e:
-        print(f"sam2kf train: {e}", file=sys.stderr)
-        return 2
-    from sam2_core.download import DownloadError
+    except ConfigError as e:  # one line, whatever Hydra's message looks like
+        raise InputError(one_line(str(e))) from None
     from sam2_core.eval.vos import validate_in_memory
     from sam2_core.train.trainer import run_training
 
-    try:
-        summary = run_training(cfg, dry_run=args.dry_run, validate=validate_in_memory)
-    except ConfigError as e:  # e.g. the output folder holds a different or finished run
-        print(f"sam2kf train: {e}", file=sys.stderr)
-        return 2
-    except DownloadError as e:  # a released checkpoint could not be fetched
-        print(f"sam2kf train: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(summary, default=str))
+    # ConfigError/DataError (ValueErrors: e.g. the output folder holds a different run, missing
+    # shards): one line, exit 2; a diverged run (NonFiniteLossError): exit 1 (sam2_core.cli).
+    summary = run_training(cfg, dry_run=args.dry_run, validate=validate_in_memory)
+    # One summary per job, not one per process (the local demo showed each rank's copy).
+    if os.environ.get("RANK", "0") in ("", "0"):
+        print(json.dumps(summary, default=str))
     return 0

@@ -122,7 +122,8 @@ def test_cli_scores_folders_like_the_official_tool(
     assert (pred / "report.html").is_file() and (tmp_path / "m.json").is_file()
     assert "Global score: J&F: 60.2 J: 65.3 F: 55.1" in capsys.readouterr().out
     assert cli_main(["evaluate", "--gt-dir", str(jf_dir / "gt")]) == 2
-    assert cli_main(["evaluate", "--gt-dir", str(tmp_path / "nope"), "--pred-dir", str(pred)]) == 1
+    # A missing input folder is bad input: exit status 2 (sam2_core.cli).
+    assert cli_main(["evaluate", "--gt-dir", str(tmp_path / "nope"), "--pred-dir", str(pred)]) == 2
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")

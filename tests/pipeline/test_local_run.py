@@ -24,8 +24,12 @@ def _cfg(out: Path, videos: int) -> LocalRunConfig:
     )
 
 
-def test_local_pipeline_three_runs(tmp_path: Path) -> None:
+def test_local_pipeline_three_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     first = run_local(_cfg(tmp_path, 3))
+    # Quiet by default: one line per step (6 steps), no executor JSON.
+    shown = capsys.readouterr().out.splitlines()
+    assert 1 <= len(shown) <= 10 and all(line.startswith("[") for line in shown), shown
+    assert not any("executor_input" in line or "KFP Executor" in line for line in shown)
     a = first.artifacts
     model_dir = Path(a["train-model/model"]["url"])
     assert (model_dir / "model_final.pt").is_file()
@@ -46,6 +50,7 @@ def test_local_pipeline_three_runs(tmp_path: Path) -> None:
     assert first.champion is not None and first.champion["jf"] == pytest.approx(jf)
     text = describe(first)
     assert "HTML report" in text and "champion now" in text
+    assert "results/report.html" in text  # the real file, not the extensionless artifact
 
     second = run_local(_cfg(tmp_path, 6))
     reg = Registry(str(tmp_path / "registry"))

@@ -123,6 +123,7 @@ def test_promote_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     summary = tmp_path / "summary.json"
     summary.write_text(json.dumps({"J&F": 42.0, "J": 40.0, "F": 44.0}))
     reg = str(tmp_path / "reg")
+    split = ["--dataset-name", "demo", "--dataset-version", "v1", "--split", "val"]
     rc = main(
         [
             "promote",
@@ -134,6 +135,7 @@ def test_promote_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
             str(summary),
             "--run-id",
             "r1",
+            *split,
         ]
     )
     assert rc == 0 and "PROMOTED" in capsys.readouterr().out
@@ -150,11 +152,11 @@ def test_promote_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
             "1",
             "--run-id",
             "r2",
+            *split,
         ]
     )
-    # The CLI reports a kept champion as exit status 3 (Decision.exit_status) once it is wired
-    # to it; an older CLI exits 0.
-    assert rc in (0, EXIT_STATUS[KEPT]) and "kept champion" in capsys.readouterr().out
+    # A kept champion is exit status 3 (Decision.exit_status).
+    assert rc == EXIT_STATUS[KEPT] and "kept champion" in capsys.readouterr().out
     assert main(["promote", "--registry", reg, "--show"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["champion"]["run_id"] == "r1" and shown["champion"]["metrics"]["J"] == 40.0
