@@ -52,7 +52,13 @@ def missing_partitions(*, dst: str, num_partitions: int) -> list[int]:
 
 def _load(dst: str, partition: int, num_partitions: int) -> PartitionManifest:
     url = _marker_url(dst, partition, num_partitions)
-    m = PartitionManifest.from_json(storage.read_json(url), source=url)
+    try:
+        obj = storage.read_json(url)
+    except ValueError as exc:  # json.JSONDecodeError: a damaged partition marker
+        raise DataError(
+            f"{url}: not valid JSON ({exc}); rerun this partition's shard step"
+        ) from None
+    m = PartitionManifest.from_json(obj, source=url)
     if m.format != PARTITION_FORMAT or (m.partition, m.num_partitions) != (
         partition,
         num_partitions,

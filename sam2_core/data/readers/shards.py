@@ -237,7 +237,14 @@ class ShardIndex:
                 f"{url}: no {MANIFEST}; not a complete shard directory (sharding unfinished "
                 "or failed). Run `sam2kf shard SRC DST` again."
             )
-        manifest = ShardManifest.from_json(storage.read_json(murl), source=murl)
+        try:
+            obj = storage.read_json(murl)
+        except ValueError as exc:  # json.JSONDecodeError: a damaged or hand-edited manifest
+            raise DataError(
+                f"{murl}: not valid JSON ({exc}); the shard directory is damaged: "
+                "run `sam2kf shard SRC DST` again"
+            ) from None
+        manifest = ShardManifest.from_json(obj, source=murl)
         if manifest.schema_version != SCHEMA_VERSION or manifest.format != FORMAT_NAME:
             raise DataError(
                 f"{murl}: format {manifest.format!r} v{manifest.schema_version}, this version "
