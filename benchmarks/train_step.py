@@ -45,6 +45,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from saved_batches import save_synthetic_batches  # this folder (the script's sys.path[0])
+
 META_S_PER_STEP = 2.0  # hiera_t, 256 px, 4 frames, 2 objects, CPU (reference venv, this machine)
 META_CORES = 2  # the machine the reference number was taken on
 
@@ -61,28 +63,12 @@ class Case:
     cpu_amp: bool = False
 
 
-BATCH_FIELDS = (
-    "img_batch",
-    "masks",
-    "obj_to_frame_idx",
-    "unique_objects_identifier",
-    "frame_orig_size",
-)
-
-
 def save_batches(case: Case, steps: int, path: str) -> None:
     """The synthetic batches of a case (1 warm-up + ``steps``), as plain tensors, so our step
     and Meta's (``--reference``) run on exactly the same data."""
-    import torch
-
-    from sam2_core.train.synthetic import SyntheticLoader
-
-    torch.manual_seed(0)
-    loader = SyntheticLoader(
-        resolution=case.res, num_frames=case.frames, max_num_objects=case.objects
+    save_synthetic_batches(
+        res=case.res, frames=case.frames, objects=case.objects, count=steps + 1, path=path
     )
-    batches = [b for b, _ in zip(loader, range(steps + 1))]
-    torch.save([{k: getattr(b, k) for k in BATCH_FIELDS} for b in batches], path)
 
 
 def _run_case(
