@@ -34,14 +34,14 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
 import torch
-from saved_batches import plain_batches  # this folder (the script's sys.path[0])
+from reference_run import run_reference_script  # this folder (the script's sys.path[0])
+from saved_batches import plain_batches
 
 LOSS_KEYS = ("loss_mask", "loss_dice", "loss_iou", "loss_class", "core_loss")
 LOSS_RTOL = 1e-4
@@ -71,20 +71,9 @@ def make_batches(*, res: int, frames: int, objects: int, steps: int) -> list[dic
 
 def run_meta(venv: str, work: str, timeout: float) -> dict[str, Any]:
     """Meta's trajectory (subprocess in the reference environment); ``{"error": ...}`` on failure."""
-    py = os.path.join(venv, "bin", "python")
-    src = os.path.join(venv, "src", "sam2-1.1.0")
-    if not (os.path.exists(py) and os.path.isdir(src)):
-        return {"error": f"{venv} is not a reference environment (run setup_env.sh)"}
-    script = os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "reference", "meta_trajectory.py"
-    )
-    res = subprocess.run(
-        [py, script, work],
-        env={**os.environ, "PYTHONPATH": src},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    res = run_reference_script(venv, "meta_trajectory.py", [work], timeout=timeout)
+    if isinstance(res, str):
+        return {"error": res}
     if res.returncode != 0:
         return {"error": f"exit {res.returncode}: {res.stderr.strip()[-1500:]}"}
     out: dict[str, Any] = torch.load(os.path.join(work, "meta.pt"), weights_only=True)
