@@ -78,24 +78,9 @@ def meta_opencv(clip: str, out_dir: str) -> int:
     return len(kept)
 
 
-def bare_pyav(clip: str, out_dir: str) -> int:
-    """(b) Streaming PyAV decode (threaded) + Pillow q95 encode of every 4th frame."""
-    import av
-
-    os.makedirs(out_dir, exist_ok=True)
-    kept = 0
-    with av.open(clip) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for idx, frame in enumerate(container.decode(stream)):
-            if idx % EVERY == 0:
-                frame.to_image().save(os.path.join(out_dir, f"{idx:05d}.jpg"), quality=95)
-                kept += 1
-    return kept
-
-
-def bare_pyav_ndarray(clip: str, out_dir: str) -> int:
-    """(b') As (b) but converting through ``to_ndarray`` (faster than ``to_image``)."""
+def _pyav_every(clip: str, out_dir: str, *, via_ndarray: bool) -> int:
+    """Streaming PyAV decode (threaded) + Pillow q95 encode of every ``EVERY``-th frame, the
+    frame converted by ``to_ndarray`` + ``Image.fromarray`` or by ``to_image``."""
     import av
     from PIL import Image
 
@@ -106,10 +91,23 @@ def bare_pyav_ndarray(clip: str, out_dir: str) -> int:
         stream.thread_type = "AUTO"
         for idx, frame in enumerate(container.decode(stream)):
             if idx % EVERY == 0:
-                img = Image.fromarray(frame.to_ndarray(format="rgb24"))
+                if via_ndarray:
+                    img = Image.fromarray(frame.to_ndarray(format="rgb24"))
+                else:
+                    img = frame.to_image()
                 img.save(os.path.join(out_dir, f"{idx:05d}.jpg"), quality=95)
                 kept += 1
     return kept
+
+
+def bare_pyav(clip: str, out_dir: str) -> int:
+    """(b) Streaming PyAV decode (threaded) + Pillow q95 encode of every 4th frame."""
+    return _pyav_every(clip, out_dir, via_ndarray=False)
+
+
+def bare_pyav_ndarray(clip: str, out_dir: str) -> int:
+    """(b') As (b) but converting through ``to_ndarray`` (faster than ``to_image``)."""
+    return _pyav_every(clip, out_dir, via_ndarray=True)
 
 
 def ours(src_dir: str, out_dir: str) -> int:

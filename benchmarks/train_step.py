@@ -38,12 +38,14 @@ import json
 import multiprocessing as mp
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from reference_run import run_reference_script  # this folder (the script's sys.path[0])
+from saved_batches import save_synthetic_batches
 
 META_S_PER_STEP = 2.0  # hiera_t, 256 px, 4 frames, 2 objects, CPU (reference venv, this machine)
 META_CORES = 2  # the machine the reference number was taken on
@@ -61,28 +63,12 @@ class Case:
     cpu_amp: bool = False
 
 
-BATCH_FIELDS = (
-    "img_batch",
-    "masks",
-    "obj_to_frame_idx",
-    "unique_objects_identifier",
-    "frame_orig_size",
-)
-
-
 def save_batches(case: Case, steps: int, path: str) -> None:
     """The synthetic batches of a case (1 warm-up + ``steps``), as plain tensors, so our step
     and Meta's (``--reference``) run on exactly the same data."""
-    import torch
-
-    from sam2_core.train.synthetic import SyntheticLoader
-
-    torch.manual_seed(0)
-    loader = SyntheticLoader(
-        resolution=case.res, num_frames=case.frames, max_num_objects=case.objects
+    save_synthetic_batches(
+        res=case.res, frames=case.frames, objects=case.objects, count=steps + 1, path=path
     )
-    batches = [b for b, _ in zip(loader, range(steps + 1))]
-    torch.save([{k: getattr(b, k) for k in BATCH_FIELDS} for b in batches], path)
 
 
 def _run_case(
@@ -199,21 +185,11 @@ def run_case(
 def run_reference(venv: str, batches_path: str, steps: int, threads: int) -> dict[str, Any]:
     """Meta's own training step (``benchmarks/reference/meta_train_step.py``) in the reference
     environment, on the batches in ``batches_path``."""
-    py = os.path.join(venv, "bin", "python")
-    src = os.path.join(venv, "src", "sam2-1.1.0")
-    if not (os.path.exists(py) and os.path.isdir(src)):
-        return {"error": f"{venv} is not a reference environment (run setup_env.sh)"}
-    script = os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "reference", "meta_train_step.py"
+    res = run_reference_script(
+        venv, "meta_train_step.py", [batches_path, str(steps), str(threads)], timeout=3600
     )
-    env = {**os.environ, "PYTHONPATH": src}
-    res = subprocess.run(
-        [py, script, batches_path, str(steps), str(threads)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
+    if isinstance(res, str):
+        return {"error": res}
     if res.returncode != 0:
         return {"error": f"exit {res.returncode}: {res.stderr.strip()[-800:]}"}
     out = json.loads(res.stdout.strip().splitlines()[-1])

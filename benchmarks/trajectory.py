@@ -34,13 +34,14 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
 import torch
+from reference_run import run_reference_script  # this folder (the script's sys.path[0])
+from saved_batches import plain_batches
 
 LOSS_KEYS = ("loss_mask", "loss_dice", "loss_iou", "loss_class", "core_loss")
 LOSS_RTOL = 1e-4
@@ -49,13 +50,6 @@ PARAM_RTOL = 1e-4
 # Meta's cosine end value is ``${divide:${scratch.base_lr},10}`` = 5e-6 / 10 =
 # 5.000000000000001e-07, ours the literal 5.0e-7 (1 ulp apart, 1.3e-16 relative in the lr).
 SCHED_RTOL = 1e-15
-BATCH_FIELDS = (
-    "img_batch",
-    "masks",
-    "obj_to_frame_idx",
-    "unique_objects_identifier",
-    "frame_orig_size",
-)
 NO_DROPOUT = [
     "image_encoder.trunk.drop_path_rate=0.0",
     "memory_attention.layer.dropout=0.0",
@@ -72,25 +66,14 @@ def make_batches(*, res: int, frames: int, objects: int, steps: int) -> list[dic
     loader = SyntheticLoader(
         resolution=res, num_frames=frames, max_num_objects=objects, batches_per_epoch=steps
     )
-    return [{k: getattr(b, k) for k in BATCH_FIELDS} for b, _ in zip(loader, range(steps))]
+    return plain_batches(b for b, _ in zip(loader, range(steps)))
 
 
 def run_meta(venv: str, work: str, timeout: float) -> dict[str, Any]:
     """Meta's trajectory (subprocess in the reference environment); ``{"error": ...}`` on failure."""
-    py = os.path.join(venv, "bin", "python")
-    src = os.path.join(venv, "src", "sam2-1.1.0")
-    if not (os.path.exists(py) and os.path.isdir(src)):
-        return {"error": f"{venv} is not a reference environment (run setup_env.sh)"}
-    script = os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "reference", "meta_trajectory.py"
-    )
-    res = subprocess.run(
-        [py, script, work],
-        env={**os.environ, "PYTHONPATH": src},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    res = run_reference_script(venv, "meta_trajectory.py", [work], timeout=timeout)
+    if isinstance(res, str):
+        return {"error": res}
     if res.returncode != 0:
         return {"error": f"exit {res.returncode}: {res.stderr.strip()[-1500:]}"}
     out: dict[str, Any] = torch.load(os.path.join(work, "meta.pt"), weights_only=True)
@@ -171,6 +154,9 @@ def run_ours(
             f"model={model_name}",
             f"data.resolution={res}",
             f"model.image_size={res}",
+            # the weights are Meta's initial ones (loaded below), not the released checkpoint
+            # that the MOSE experiment starts from (and that `tiny` does not have)
+            "model.checkpoint=null",
         ]
     )
     for spec in cfg.optim.lr:  # --lr-scale: same factor as Meta's scratch.base_lr/vision_lr
@@ -425,21 +411,10 @@ def main() -> int:
         print(f"Meta's trainer failed: {meta['error']}", file=sys.stderr)
         return 1
     t_meta = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ours = run_ours(
-        model_name=args.model,
-        res=res,
-        state_dict=init,
-        batches=batches,
-        meta_steps=meta["steps"],
-        lr_scale=args.lr_scale,
-        plain_adamw=args.plain_adamw,
-    )
-    t_ours = time.perf_counter() - t0
-    rep = compare(meta, ours, init)
-    if args.noise_floor:
-        torch.set_num_threads(2 if args.threads == 1 else 1)
-        again = run_ours(
+
+    def replay() -> dict[str, Any]:
+        """Our trainer on the same start, batches and Meta's recorded clicks."""
+        return run_ours(
             model_name=args.model,
             res=res,
             state_dict=init,
@@ -448,6 +423,14 @@ def main() -> int:
             lr_scale=args.lr_scale,
             plain_adamw=args.plain_adamw,
         )
+
+    t0 = time.perf_counter()
+    ours = replay()
+    t_ours = time.perf_counter() - t0
+    rep = compare(meta, ours, init)
+    if args.noise_floor:
+        torch.set_num_threads(2 if args.threads == 1 else 1)
+        again = replay()
         torch.set_num_threads(args.threads)
         # "ours" in the role of the reference: same structure as Meta's record
         as_ref = {

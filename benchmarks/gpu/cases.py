@@ -53,14 +53,22 @@ def _autocast(dev: torch.device) -> Any:
 # Meta's side (sam2 1.1.0)
 
 
+def _meta_common() -> Any:
+    """``benchmarks/reference/meta_common.py``: the reference env's helpers, not a project module."""
+    ref = os.path.join(ROOT, "benchmarks", "reference")
+    if ref not in sys.path:
+        sys.path.insert(0, ref)
+    import meta_common
+
+    return meta_common
+
+
 def _meta_size_overrides(model: str, prefix: str) -> list[str]:
     """Hydra overrides that give Meta's config ``model``'s sizes (``prefix``: the model node)."""
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks", "reference"))
-    from meta_trajectory import SIZES  # the reference env's helper, not a project module
-
     if model == "sam2.1_hiera_b+":
         return []
-    return ["++" + o.lstrip("+").replace("trainer.model.", prefix) for o in SIZES[model]]
+    sizes = _meta_common().SIZES[model]
+    return ["++" + o.lstrip("+").replace("trainer.model.", prefix) for o in sizes]
 
 
 def _meta_train_model(spec: dict[str, Any], dev: torch.device) -> Any:
@@ -69,7 +77,7 @@ def _meta_train_model(spec: dict[str, Any], dev: torch.device) -> Any:
     from hydra.utils import instantiate
 
     cfg = compose(
-        config_name="configs/sam2.1_training/sam2.1_hiera_b+_MOSE_finetune.yaml",
+        config_name=_meta_common().MOSE,
         overrides=[
             f"scratch.resolution={spec['res']}",
             *_meta_size_overrides(spec["model"], "trainer.model."),
@@ -83,21 +91,7 @@ def _meta_train_model(spec: dict[str, Any], dev: torch.device) -> Any:
 
 
 def _meta_batch(b: dict[str, torch.Tensor], dev: torch.device) -> Any:
-    from training.utils.data_utils import BatchedVideoDatapoint, BatchedVideoMetaData
-
-    t = b["img_batch"].shape[0]
-    return BatchedVideoDatapoint(
-        img_batch=b["img_batch"],
-        obj_to_frame_idx=b["obj_to_frame_idx"],
-        masks=b["masks"],
-        metadata=BatchedVideoMetaData(
-            unique_objects_identifier=b["unique_objects_identifier"],
-            frame_orig_size=b["frame_orig_size"],
-            batch_size=[t],
-        ),
-        dict_key="all",
-        batch_size=[t],
-    ).to(dev)
+    return _meta_common().datapoint(b, dict_key="all").to(dev)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,13 +38,6 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-BATCH_FIELDS = (
-    "img_batch",
-    "masks",
-    "obj_to_frame_idx",
-    "unique_objects_identifier",
-    "frame_orig_size",
-)
 GPU = {"model": "sam2.1_hiera_b+", "res": 1024, "frames": 8, "objects": 3, "steps": 3}
 CPU = {"model": "tiny", "res": 128, "frames": 3, "objects": 2, "steps": 2}
 VOS_FRAMES = {"gpu": 48, "cpu": 6}
@@ -109,20 +102,20 @@ class Kit:
 def make_inputs(sizes: dict[str, Any], work: str, vos_frames: int) -> tuple[str, str]:
     """Saved synthetic batches (1 warm-up + timed steps) and a JPEG folder for VOS."""
     import numpy as np
-    import torch
     from PIL import Image
 
-    from sam2_core.train.synthetic import SyntheticLoader
+    if os.path.dirname(HERE) not in sys.path:
+        sys.path.insert(0, os.path.dirname(HERE))  # benchmarks/: the saved-batch format
+    from saved_batches import save_synthetic_batches
 
-    torch.manual_seed(0)
-    loader = SyntheticLoader(
-        resolution=sizes["res"],
-        num_frames=sizes["frames"],
-        max_num_objects=sizes["objects"],
-    )
-    batches = [b for b, _ in zip(loader, range(sizes["steps"] + 1))]
     path = os.path.join(work, "batches.pt")
-    torch.save([{k: getattr(b, k) for k in BATCH_FIELDS} for b in batches], path)
+    save_synthetic_batches(
+        res=sizes["res"],
+        frames=sizes["frames"],
+        objects=sizes["objects"],
+        count=sizes["steps"] + 1,
+        path=path,
+    )
     video = os.path.join(work, "video")
     os.makedirs(video)
     rng = np.random.default_rng(0)

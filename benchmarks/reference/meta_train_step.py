@@ -19,16 +19,7 @@ import sys
 import time
 
 import torch
-
-# hiera_t's trunk/neck sizes (configs/sam2.1/sam2.1_hiera_t.yaml of the same release)
-HIERA_T = [
-    "trainer.model.image_encoder.trunk.embed_dim=96",
-    "trainer.model.image_encoder.trunk.num_heads=1",
-    "+trainer.model.image_encoder.trunk.stages=[1,2,7,2]",
-    "+trainer.model.image_encoder.trunk.global_att_blocks=[5,7,9]",
-    "+trainer.model.image_encoder.trunk.window_pos_embed_bkg_spatial_size=[7,7]",
-    "trainer.model.image_encoder.neck.backbone_channel_list=[768,384,192,96]",
-]
+from meta_common import HIERA_T, MOSE, datapoint  # this folder (the script's sys.path[0])
 
 
 def main() -> int:
@@ -38,12 +29,11 @@ def main() -> int:
     import sam2  # noqa: F401  (registers its config module with Hydra)
     from hydra import compose
     from hydra.utils import instantiate
-    from training.utils.data_utils import BatchedVideoDatapoint, BatchedVideoMetaData
 
     saved = torch.load(batches_path, weights_only=True)
     res = int(saved[0]["img_batch"].shape[-1])
     cfg = compose(
-        config_name="configs/sam2.1_training/sam2.1_hiera_b+_MOSE_finetune.yaml",
+        config_name=MOSE,
         overrides=[f"scratch.resolution={res}", *HIERA_T],
     )
     torch.manual_seed(0)
@@ -51,22 +41,7 @@ def main() -> int:
     loss_fn = instantiate(cfg.trainer.loss.all)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-6, weight_decay=0.1)
 
-    def datapoint(b: dict[str, torch.Tensor]) -> BatchedVideoDatapoint:
-        t = b["img_batch"].shape[0]
-        return BatchedVideoDatapoint(
-            img_batch=b["img_batch"],
-            obj_to_frame_idx=b["obj_to_frame_idx"],
-            masks=b["masks"],
-            metadata=BatchedVideoMetaData(
-                unique_objects_identifier=b["unique_objects_identifier"],
-                frame_orig_size=b["frame_orig_size"],
-                batch_size=[t],
-            ),
-            dict_key="bench",
-            batch_size=[t],
-        )
-
-    data = [datapoint(b) for b in saved]
+    data = [datapoint(b, dict_key="bench") for b in saved]
     walls: list[float] = []
     cpus: list[float] = []
     torch.manual_seed(1)

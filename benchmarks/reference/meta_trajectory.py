@@ -25,44 +25,8 @@ import sys
 from typing import Any
 
 import torch
+from meta_common import MOSE, SIZES, M, datapoint  # this folder (the script's sys.path[0])
 
-MOSE = "configs/sam2.1_training/sam2.1_hiera_b+_MOSE_finetune.yaml"
-M = "trainer.model."
-# Trunk/neck sizes of configs/sam2.1/sam2.1_hiera_t.yaml (same release), on top of MOSE's b+.
-HIERA_T = [
-    f"{M}image_encoder.trunk.embed_dim=96",
-    f"{M}image_encoder.trunk.num_heads=1",
-    f"+{M}image_encoder.trunk.stages=[1,2,7,2]",
-    f"+{M}image_encoder.trunk.global_att_blocks=[5,7,9]",
-    f"+{M}image_encoder.trunk.window_pos_embed_bkg_spatial_size=[7,7]",
-    f"{M}image_encoder.neck.backbone_channel_list=[768,384,192,96]",
-]
-# The project's `tiny` (= ../shared/golden/tiny/config.yaml): hiera_t with these sizes shrunk.
-TINY = [
-    *HIERA_T,
-    f"{M}image_encoder.trunk.embed_dim=16",
-    f"{M}image_encoder.trunk.stages=[1,2,3,2]",
-    f"{M}image_encoder.trunk.global_att_blocks=[5]",
-    f"+{M}image_encoder.trunk.window_spec=[8,4,6,3]",
-    f"{M}image_encoder.neck.d_model=64",
-    f"{M}image_encoder.neck.position_encoding.num_pos_feats=64",
-    f"{M}image_encoder.neck.backbone_channel_list=[128,64,32,16]",
-    f"{M}memory_attention.d_model=64",
-    f"{M}memory_attention.num_layers=2",
-    f"{M}memory_attention.layer.d_model=64",
-    f"{M}memory_attention.layer.dim_feedforward=256",
-    f"{M}memory_attention.layer.self_attention.embedding_dim=64",
-    f"{M}memory_attention.layer.self_attention.feat_sizes=[8,8]",
-    f"{M}memory_attention.layer.cross_attention.embedding_dim=64",
-    f"{M}memory_attention.layer.cross_attention.feat_sizes=[8,8]",
-    f"{M}memory_attention.layer.cross_attention.kv_in_dim=16",
-    f"+{M}memory_encoder.in_dim=64",
-    f"{M}memory_encoder.out_dim=16",
-    f"{M}memory_encoder.position_encoding.num_pos_feats=16",
-    f"+{M}memory_encoder.mask_downsampler.embed_dim=64",
-    f"{M}memory_encoder.fuser.layer.dim=64",
-]
-SIZES = {"tiny": TINY, "sam2.1_hiera_t": HIERA_T}
 # Deterministic training: no drop path, no dropout (everything else as in the MOSE recipe).
 NO_DROPOUT = [
     f"++{M}image_encoder.trunk.drop_path_rate=0.0",
@@ -159,7 +123,6 @@ def main() -> int:
         torch.set_num_threads(inp["threads"])
     from hydra.utils import instantiate
     from training.optimizer import construct_optimizer
-    from training.utils.data_utils import BatchedVideoDatapoint, BatchedVideoMetaData
 
     rec = Recorder()
     rec.install()
@@ -174,26 +137,11 @@ def main() -> int:
     names = {id(p): n for n, p in model.named_parameters()}
     groups = [[names[id(p)] for p in g["params"]] for g in optim.optimizer.param_groups]
 
-    def datapoint(b: dict[str, torch.Tensor]) -> BatchedVideoDatapoint:
-        t = b["img_batch"].shape[0]
-        return BatchedVideoDatapoint(
-            img_batch=b["img_batch"],
-            obj_to_frame_idx=b["obj_to_frame_idx"],
-            masks=b["masks"],
-            metadata=BatchedVideoMetaData(
-                unique_objects_identifier=b["unique_objects_identifier"],
-                frame_orig_size=b["frame_orig_size"],
-                batch_size=[t],
-            ),
-            dict_key="all",
-            batch_size=[t],
-        )
-
     torch.manual_seed(123)  # click coordinates (global torch RNG); recorded for the replay
     steps = int(inp["steps"])
     records = []
     for i, b in enumerate(inp["batches"][:steps]):
-        batch = datapoint(b)
+        batch = datapoint(b, dict_key="all")
         optim.zero_grad(set_to_none=True)
         outs = model(batch)
         losses = loss_fn(outs, batch.masks)

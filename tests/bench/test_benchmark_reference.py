@@ -1,47 +1,44 @@
-"""The same-machine baseline of benchmarks/train_step.py (Meta's own SAM2Train, run in the
-environment of benchmarks/reference/setup_env.sh): its model overrides must describe hiera_t
-exactly as our config does, and a missing environment is reported, not crashed on. Running
-Meta's code itself needs that separate environment and is not part of the test suite."""
+"""The same-machine baselines of benchmarks/train_step.py and benchmarks/trajectory.py (Meta's own
+SAM2Train, run in the environment of benchmarks/reference/setup_env.sh): their model overrides
+(benchmarks/reference/meta_common.py) must describe our configs exactly, and a missing
+environment is reported, not crashed on. Running Meta's code itself needs that separate
+environment and is not part of the fast tests."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import yaml
 
 from sam2_core.model.build import load_model_config
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _load(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_reference_overrides_are_hiera_t() -> None:
-    ref = _load(ROOT / "benchmarks" / "reference" / "meta_train_step.py", "_meta_train_step")
+@pytest.mark.parametrize("model", ["tiny", "sam2.1_hiera_t"])
+def test_meta_size_overrides_describe_our_configs(
+    model: str, load_script: Callable[[str], ModuleType]
+) -> None:
+    """Meta's side is built from the MOSE config plus these overrides: they must give exactly
+    the sizes of our config of the same name (later overrides win, as in Hydra)."""
+    ref = load_script("benchmarks/reference/meta_common.py")
     got: dict[str, object] = {}
-    for item in ref.HIERA_T:
+    for item in ref.SIZES[model]:
         key, value = item.lstrip("+").split("=", 1)
         got[key.removeprefix("trainer.model.")] = yaml.safe_load(value)
-    cfg = load_model_config("sam2.1_hiera_t")
+    cfg = load_model_config(model)
     for key, value in got.items():
         node: object = cfg
         for part in key.split("."):
-            assert isinstance(node, dict)
+            assert isinstance(node, dict), key
             node = node[part]
-        assert list(node) == value if isinstance(value, list) else node == value, key  # type: ignore[call-overload]
+        assert (list(node) if isinstance(value, list) else node) == value, key  # type: ignore[call-overload]
 
 
-def test_missing_reference_environment_is_reported(tmp_path: Path) -> None:
-    bench = _load(ROOT / "benchmarks" / "train_step.py", "_train_step_bench")
+def test_missing_reference_environment_is_reported(
+    tmp_path: Path, load_script: Callable[[str], ModuleType]
+) -> None:
+    bench = load_script("benchmarks/train_step.py")
     out = bench.run_reference(str(tmp_path / "nope"), str(tmp_path / "b.pt"), 1, 1)
     assert "error" in out and "setup_env.sh" in out["error"]

@@ -18,16 +18,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_gpu_kit_cpu_dry_run(tmp_path: Path) -> None:
-    env_venv = os.environ.get("SAM2KF_REF_VENV")
-    venv = Path(env_venv) if env_venv else ROOT / ".venv-ref"
-    src = venv / "src" / "sam2-1.1.0"
-    meta = (venv / "bin" / "python").exists() and src.is_dir()
+def test_gpu_kit_cpu_dry_run(tmp_path: Path, ref_venv: Path | None) -> None:
+    meta = ref_venv is not None
     out = tmp_path / "kit.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu" / "kit.py"), "--cpu", "--out", str(out)]
     cmd += ["--threads", "1", "--budget-s", "600"]
-    if meta:
-        cmd += ["--meta-python", str(venv / "bin" / "python"), "--sam2-src", str(src)]
+    if ref_venv is not None:
+        src = ref_venv / "src" / "sam2-1.1.0"
+        cmd += ["--meta-python", str(ref_venv / "bin" / "python"), "--sam2-src", str(src)]
     res = subprocess.run(
         cmd,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
