@@ -581,14 +581,7 @@ def test_corpus_size() -> None:
 
 
 #: known gaps in the library (outside the CLI), each with the owner's issue item
-XFAIL = {
-    "shard-verify-badjson": "ShardIndex raises JSONDecodeError without the manifest's path "
-    "(issue 16 item 3: manifest schema validation)",
-    "train-shards-badjson": "same: JSONDecodeError without the manifest's path (issue 16 item 3)",
-    "eval-shards-badjson": "same: JSONDecodeError without the manifest's path (issue 16 item 3)",
-    "eval-videos-unknown": "evaluate_model drops unknown --videos ids silently and scores zero "
-    "videos with exit 0 (sam2_core.eval)",
-}
+XFAIL: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(

@@ -71,7 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mod.add_argument(
         "--write-all-frames", action="store_true", help="also write unannotated frames (SA-V)"
     )
-    mod.add_argument("--no-resume", action="store_true", help="redo videos already finished")
+    mod.add_argument(
+        "--resume",
+        choices=("auto", "strict", "off"),
+        default="auto",
+        help="finished videos in --out: auto = reuse those made with the same weights and "
+        "settings, redo the others; strict = refuse if any was made otherwise; off = redo all",
+    )
+    mod.add_argument("--no-resume", action="store_true", help="same as --resume off")
     mod.add_argument(
         "--tensorboard-dir", help="also log the scores as TensorBoard scalars (folder or URL)"
     )
@@ -192,7 +199,7 @@ def _run_model(args: argparse.Namespace) -> int:
         max_objects_per_batch=args.max_objects_per_batch,
         skip_first_and_last=not args.do_not_skip_first_and_last,
         write_all_frames=args.write_all_frames,
-        resume=not args.no_resume,
+        resume="off" if args.no_resume else args.resume,
         report=not args.no_report,
         compare_dir=args.compare,
         tensorboard_dir=args.tensorboard_dir,

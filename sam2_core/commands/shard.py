@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verify",
         action="store_true",
-        help="with only SRC: check SRC's manifest, sizes and sha256 instead of writing",
+        help="with only SRC: check SRC completely (manifest schema, sizes, sha256, page checksums, every JPEG and mask) instead of writing",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -63,13 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sam2_core.commands.errors import InputError
     from sam2_core.data.prep.shard_writer import write_shards
-    from sam2_core.data.readers.shards import ShardIndex
+    from sam2_core.data.readers.shard_verify import verify_dataset
 
     # DataError (a ValueError): one line, exit 2 (sam2_core.cli).
     if args.dst is None:
         if not args.verify:
             raise InputError("DST missing; give SRC DST, or --verify SRC to check shards")
-        index = ShardIndex.open(args.src, verify=True)
+        index = verify_dataset(args.src)
         m = index.manifest
         print(
             f"{args.src}: OK, {m.num_videos} videos, {m.num_frames} frames, "
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     if args.verify:
-        ShardIndex.open(args.dst, verify=True)
+        verify_dataset(args.dst)
     total = sum(s.bytes for s in manifest.shards)
     print(
         f"{args.dst}: {manifest.num_videos} videos, {manifest.num_frames} frames, "

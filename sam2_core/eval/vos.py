@@ -412,6 +412,7 @@ def _records(
     else:
         it = data
     wanted = set(videos) if videos else None
+    seen: set[str] = set()
     n = 0
     for rec in it:
         if wanted is not None and rec.video_id not in wanted:
@@ -419,8 +420,17 @@ def _records(
         if max_videos is not None and n >= max_videos:
             return
         check_video_id(rec.video_id, source=rec.source)
+        seen.add(rec.video_id)
         n += 1
         yield rec
+    if wanted is not None and wanted - seen:
+        # An id that is not in the data is a typo, not "nothing to evaluate".
+        where = data if isinstance(data, str) else "the given records"
+        split_note = f" (split {split})" if split else ""
+        raise DataError(
+            f"--videos {','.join(sorted(wanted - seen))}: not in {where}{split_note}; "
+            "check the video ids (folder or video file names without extension)"
+        )
 
 
 def default_layout(data: str | Iterable[VideoRecord], fmt: str = "auto") -> PredLayout:
