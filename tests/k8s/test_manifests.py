@@ -608,3 +608,17 @@ def test_indexed_data_job_program_then_commit(
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "2")
     assert sam2kf(argv) == 2
     assert "--num-partitions equal to the Job's completions" in capsys.readouterr().err
+
+
+def test_cronjob_takes_the_kfp_token_from_a_secret_never_from_argv() -> None:
+    doc = yaml.safe_load(
+        (
+            Path(__file__).resolve().parents[2] / "manifests" / "base" / "retrain-cronjob.yaml"
+        ).read_text()
+    )
+    (container,) = doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    ref = env["KFP_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "sam2kf-kfp-token", "key": "token", "optional": True}
+    argv = [*container.get("command", []), *container.get("args", [])]
+    assert not any("token" in a.lower() for a in argv)
