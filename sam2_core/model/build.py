@@ -194,10 +194,27 @@ def load_model_config(
     # Official files are `# @package _global_` with a root `model:` key; ours are group files.
     if "model" in cfg and "_target_" not in cfg:
         cfg = cfg.model
+    return finish_model_config(
+        cfg, overrides=overrides, checkpoint_overrides=checkpoint_overrides, source=str(path)
+    )
+
+
+def finish_model_config(
+    node: Any,
+    *,
+    overrides: Sequence[str] | Mapping[str, Any] | None = None,
+    checkpoint_overrides: Sequence[str] = (),
+    source: str,
+) -> dict[str, Any]:
+    """A model config node (DictConfig or plain mapping) with overrides applied, non-model keys
+    dropped and Meta's targets mapped to ours: what :func:`build_model` instantiates."""
+    from omegaconf import OmegaConf
+
+    cfg = node if OmegaConf.is_config(node) else OmegaConf.create(dict(node))
     cfg = _apply_overrides(_apply_overrides(cfg, overrides), list(checkpoint_overrides))
     plain = OmegaConf.to_container(cfg, resolve=True)
     if not isinstance(plain, dict) or "_target_" not in plain:
-        raise ValueError(f"{path}: not a model config (no _target_ at the model node)")
+        raise ValueError(f"{source}: not a model config (no _target_ at the model node)")
     for key in _NON_MODEL_KEYS:
         plain.pop(key, None)
     return _map_targets(plain)
@@ -218,6 +235,7 @@ def build_model(
     init_seed: int | None = None,
     checkpoint_sha256: str | None = None,
     checkpoint_overrides: Sequence[str] = (),
+    config: Mapping[str, Any] | None = None,
 ) -> SAM2Base:
     """Build a SAM 2.1 model.
 
@@ -236,6 +254,8 @@ def build_model(
         checkpoint_sha256: optional pinned digest of the checkpoint file (refused if different).
         checkpoint_overrides: architecture flags a checkpoint file needs, applied after
             ``overrides`` (a released SAM 2.0 ``checkpoint`` adds its own automatically).
+        config: an already composed model node (the training config's ``model``): used as it
+            is instead of reading ``name``'s YAML again (``name`` then only names the model).
 
     Returns:
         the :class:`SAM2Base` on ``device``.
@@ -247,7 +267,12 @@ def build_model(
     # A released name's architecture flags (a lookup: nothing is fetched before the config passed)
     release = lookup(checkpoint, model=name) if checkpoint is not None else None
     needs = (*checkpoint_overrides, *(release.overrides if release else ()))
-    cfg = load_model_config(name, overrides=overrides, checkpoint_overrides=needs)
+    if config is None:
+        cfg = load_model_config(name, overrides=overrides, checkpoint_overrides=needs)
+    else:
+        cfg = finish_model_config(
+            config, overrides=overrides, checkpoint_overrides=needs, source=f"model {name}"
+        )
     check_targets(cfg)  # before instantiate imports or calls anything (no code from data)
     if checkpoint is not None:
         checkpoint = resolve_checkpoint(checkpoint, model=name, sha256=checkpoint_sha256).path

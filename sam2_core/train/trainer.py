@@ -161,9 +161,10 @@ class Trainer:
         release = (
             lookup(self.cfg.checkpoint, model=self.cfg.model_name) if self.cfg.checkpoint else None
         )
+        # The model node was composed once, by Hydra, with the rest of the training config.
         model = build_model(
             self.cfg.model_name,
-            overrides=arch,
+            config=arch,
             checkpoint_overrides=release.overrides if release else (),
             mode="train",
         )
