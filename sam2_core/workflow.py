@@ -235,16 +235,39 @@ def shard_videos(
             seed=seed,
         )
     shards.metadata.update({"dataset_name": dataset_name, "dataset_version": dataset_version})
-    videos = sorted({v.video_id for v in ShardIndex.open(dst).videos})
+    return record_dataset(
+        step="shard",
+        shards_url=dst,
+        registry_uri=registry_uri,
+        dataset_name=dataset_name,
+        dataset_version=dataset_version,
+        raw_uri=raw_uri,
+    )
+
+
+def record_dataset(
+    *,
+    step: str,
+    shards_url: str,
+    registry_uri: str,
+    dataset_name: str,
+    dataset_version: str,
+    raw_uri: str,
+) -> list[str]:
+    """The committed dataset's video ids, recorded as seen in the registry (when there is one),
+    so that later runs extract only videos no dataset version has processed."""
+    videos = sorted({v.video_id for v in ShardIndex.open(shards_url).videos})
     if registry_uri:
         url = Registry(registry_uri).record_dataset_version(
             dataset_name=dataset_name,
             dataset_version=dataset_version,
             video_ids=videos,
-            shards_url=dst,
+            shards_url=shards_url,
             source_url=raw_uri,
         )
-        print(f"[shard] recorded {len(videos)} videos of {dataset_name}/{dataset_version} in {url}")
+        print(
+            f"[{step}] recorded {len(videos)} videos of {dataset_name}/{dataset_version} in {url}"
+        )
     return videos
 
 
@@ -400,22 +423,18 @@ def commit_dataset(
                 num_partitions=num_partitions,
             )
     manifest = commit_shards(dst=dst, num_partitions=num_partitions)
-    videos = sorted({v.video_id for v in ShardIndex.open(dst).videos})
     print(
         f"[commit] {dataset_name}/{dataset_version}: {num_partitions} partitions, "
         f"{manifest.num_videos} videos, {manifest.num_frames} frames at {dst}"
     )
-    if registry_uri:
-        url = Registry(registry_uri).record_dataset_version(
-            dataset_name=dataset_name,
-            dataset_version=dataset_version,
-            video_ids=videos,
-            shards_url=dst,
-            source_url=raw_uri,
-        )
-        print(
-            f"[commit] recorded {len(videos)} videos of {dataset_name}/{dataset_version} in {url}"
-        )
+    videos = record_dataset(
+        step="commit",
+        shards_url=dst,
+        registry_uri=registry_uri,
+        dataset_name=dataset_name,
+        dataset_version=dataset_version,
+        raw_uri=raw_uri,
+    )
     shards.metadata["videos"] = len(videos)
     return len(videos)
 
