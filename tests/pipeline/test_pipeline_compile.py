@@ -267,9 +267,14 @@ def test_default_images_leave_the_launch_spec_alone(
 @pytest.mark.parametrize(
     ("repo", "tag"), [("reg.io/x:1", ""), ("reg.io/x@sha256:ab", ""), ("", "latest"), ("", "a b")]
 )
-def test_bad_image_settings_are_refused(repo: str, tag: str) -> None:
-    with pytest.raises(SystemExit, match="--image-repo/--image-tag"):
-        main(["compile", "-o", "/dev/null", "--image-repo", repo, "--image-tag", tag])
+def test_bad_image_settings_are_refused(
+    repo: str, tag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "-o", str(out), "--image-repo", repo, "--image-tag", tag]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--image-repo/--image-tag" in err
+    assert not out.exists()
 
 
 def test_run_form_launch_defaults_agree_with_the_launch_spec_or_are_listed(
