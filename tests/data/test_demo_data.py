@@ -128,3 +128,29 @@ def test_demo_data_cli_and_odd_sizes(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert (ann["video_height"], ann["video_width"], len(ann["masklet"])) == (98, 130, 3)
     with pytest.raises(ValueError, match="even"):
         write_demo_dataset(dst=str(tmp_path / "e"), num_videos=1, sizes=[(97, 130)])
+
+
+def test_demo_is_a_fair_tracking_test() -> None:
+    """Issue 18: objects of one video differ in look, one leaves the frame and comes back, and
+    at 256 px (16x16 memory map) every object covers several memory cells."""
+    reappears = 0
+    for i in range(6):
+        frames, masks = render_demo_video(i, num_frames=24, seed=0, size=DEFAULT_SIZES[i])
+        h, w = DEFAULT_SIZES[i]
+        area = masks.sum(axis=(2, 3))  # [T, O]
+        # The object that leaves comes back: visible, then gone, then visible again.
+        vis = area[:, 1] > 0
+        gone = np.flatnonzero(~vis)
+        reappears += int(gone.size > 0 and vis[: gone[0]].any() and vis[gone[-1] :].any())
+        # Mean colour of each object where fully visible differs from every other object's.
+        means = []
+        for k in range(masks.shape[1]):
+            t = int(np.argmax(area[:, k]))
+            means.append(frames[t][masks[t, k]].reshape(-1, 3).mean(0))
+        for a in range(len(means)):
+            for b in range(a + 1, len(means)):
+                assert np.abs(means[a] - means[b]).max() > 20, (i, a, b)
+        # Largest visible area, in 16x16-pixel memory cells of a 256x256 resize.
+        cells = area.max(0) * (256 / h) * (256 / w) / 16**2
+        assert cells.min() >= 4, (i, cells)
+    assert reappears >= 4

@@ -1,9 +1,14 @@
 """Built-in demo dataset in SA-V raw format: small H.264 mp4 files plus ``<vid>_manual.json``.
 
-Every video shows textured objects on a textured, slowly panning background. Objects move,
-occlude each other (a fixed depth order per video), leave the frame and appear late. The object
-looks come from a few shared templates with small colour jitter, so similar-looking instances
-occur across videos (and sometimes twice in one video), which instance discrimination needs.
+Every video shows textured objects on a textured, slowly panning background, made to be a fair
+test of tracking (issue 18): within one video the objects differ in colour, texture *and* shape
+(each takes a look and an outline no other object of that video has), so that a tracker can tell
+them apart from what they look like, not only from where they were. They move (bouncing inside
+the frame, so they cross), occlude each other (a fixed depth order per video), one leaves the
+frame and comes back, and the last one appears late. Objects span a quarter to two fifths of the
+shorter frame side, so at a training resolution of 256 px (a 16x16 memory map) each covers
+several memory cells. Looks are shared templates with a little colour jitter, so similar-looking
+instances occur *across* videos.
 
 Masks are computed from exactly the pixels that were drawn, in depth order: an object's mask is
 its shape minus the shapes of every object drawn above it. Annotations follow SA-V: one
@@ -41,13 +46,19 @@ DEFAULT_SIZES: tuple[tuple[int, int], ...] = (
 FPS = 24
 ANN_EVERY = 4
 
-#: Object looks shared by all videos: (pattern, colour A, colour B).
+#: Object looks shared by all videos: (pattern, colour A, colour B). Colour pairs and patterns
+#: are all different, and a video never uses one look twice.
 _TEMPLATES: tuple[tuple[str, tuple[int, int, int], tuple[int, int, int]], ...] = (
     ("checker", (220, 40, 40), (250, 220, 200)),
     ("stripes", (30, 70, 200), (240, 240, 90)),
-    ("dots", (40, 160, 60), (20, 30, 20)),
-    ("rings", (200, 120, 30), (60, 20, 90)),
+    ("dots", (40, 200, 60), (20, 30, 20)),
+    ("rings", (230, 130, 20), (70, 20, 100)),
+    ("grid", (240, 240, 240), (200, 40, 200)),
+    ("waves", (20, 200, 210), (90, 50, 20)),
 )
+
+#: Outlines; a video never uses one twice (at most 4 objects per video).
+_SHAPES: tuple[str, ...] = ("ellipse", "notched", "triangle", "cross", "diamond")
 
 
 @dataclass(frozen=True)
@@ -63,14 +74,17 @@ class DemoObject:
     wobble: float
     appear: int  # first frame the object is drawn
     template: int
-    bounds: tuple[float, float] | None  # (max y, max x) to bounce within; None: fly off
+    # (y lo, y hi, x lo, x hi) of the top-left corner, bounced within; a range larger than the
+    # frame lets the object leave it and come back
+    bounds: tuple[float, float, float, float]
 
     def position(self, t: int) -> tuple[int, int]:
         """Integer top-left corner ``(y, x)`` at frame ``t`` (rigid motion keeps edges exact)."""
         x = self.x0 + self.vx * t
         y = self.y0 + self.vy * t + self.wobble * math.sin(t / 5.0)
-        if self.bounds is not None:
-            y, x = _reflect(y, self.bounds[0]), _reflect(x, self.bounds[1])
+        y_lo, y_hi, x_lo, x_hi = self.bounds
+        y = y_lo + _reflect(y - y_lo, y_hi - y_lo)
+        x = x_lo + _reflect(x - x_lo, x_hi - x_lo)
         return round(y), round(x)
 
 
@@ -97,8 +111,32 @@ def _pattern(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         return ((np.hypot(yy % period - period / 2, xx % period - period / 2)) < period / 3).astype(
             np.float32
         )
+    if kind == "grid":  # thin lines on a plain fill
+        return ((yy % period < 2) | (xx % period < 2)).astype(np.float32)
+    if kind == "waves":
+        return (0.5 + 0.5 * np.sin(xx / period * math.pi + 2.0 * np.sin(yy / period))).astype(
+            np.float32
+        )
     r = np.hypot(yy - h / 2, xx - w / 2)
     return ((r // (period / 2)) % 2).astype(np.float32)
+
+
+def _outline(kind: str, oh: int, ow: int) -> np.ndarray:
+    """A bool [oh, ow] silhouette."""
+    yy, xx = np.mgrid[0:oh, 0:ow].astype(np.float32)
+    u = (yy - (oh - 1) / 2) / (oh / 2)  # [-1, 1] across the patch
+    v = (xx - (ow - 1) / 2) / (ow / 2)
+    if kind == "ellipse":
+        return np.asarray(u**2 + v**2 <= 1.0)
+    if kind == "triangle":  # apex up, base at the bottom
+        return np.asarray(np.abs(v) <= (u + 1.0) / 2.0 + 0.05)
+    if kind == "cross":
+        return np.asarray((np.abs(u) <= 0.38) | (np.abs(v) <= 0.38))
+    if kind == "diamond":
+        return np.asarray(np.abs(u) + np.abs(v) <= 1.0)
+    shape = np.ones((oh, ow), dtype=bool)  # rectangle with a notch: not convex
+    shape[: oh // 3, : ow // 3] = False
+    return shape
 
 
 def _make_object(
@@ -108,30 +146,32 @@ def _make_object(
     w: int,
     num_frames: int,
     template: int,
+    outline: str,
     late: bool,
     leaves: bool,
 ) -> DemoObject:
     kind, col_a, col_b = _TEMPLATES[template]
     side = min(h, w)
-    oh = int(rng.integers(side // 5, int(side // 2.5)))
-    ow = int(rng.integers(side // 5, int(side // 2.5)))
-    yy, xx = np.mgrid[0:oh, 0:ow].astype(np.float32)
-    if rng.random() < 0.5:  # ellipse
-        shape = ((yy - (oh - 1) / 2) / (oh / 2)) ** 2 + ((xx - (ow - 1) / 2) / (ow / 2)) ** 2 <= 1.0
-    else:  # rectangle with a notch, so the outline is not convex
-        shape = np.ones((oh, ow), dtype=bool)
-        shape[: oh // 3, : ow // 3] = False
+    oh = int(rng.integers(side // 4, int(side // 2.5) + 1))
+    ow = int(rng.integers(side // 4, int(side // 2.5) + 1))
+    shape = _outline(outline, oh, ow)
     jitter = rng.integers(-15, 16, size=3)
     a = np.clip(np.array(col_a) + jitter, 0, 255).astype(np.float32)
     b = np.clip(np.array(col_b) + jitter, 0, 255).astype(np.float32)
     mix = _pattern(kind, oh, ow, rng)[..., None]
     texture = (a * mix + b * (1.0 - mix)).astype(np.uint8)
     # Objects bounce around inside the frame (so they cross and occlude each other), except
-    # the one that travels far enough to leave it.
-    travel = rng.uniform(1.5, 2.0) if leaves else rng.uniform(0.5, 1.2)
+    # the one that bounces within a range reaching well outside it: it leaves and comes back.
+    travel = rng.uniform(2.0, 2.6) if leaves else rng.uniform(0.6, 1.2)
     speed = travel * side / max(num_frames, 1)
     ang = rng.uniform(0, 2 * math.pi)
+    if leaves:  # mostly horizontal, so it crosses the left or right edge
+        ang = rng.choice([0.0, math.pi]) + rng.uniform(-0.4, 0.4)
     appear = int(rng.integers(num_frames // 4, num_frames // 2 + 1)) if late else 0
+    if leaves:
+        bounds = (0.0, float(h - oh), -1.6 * ow, float(w) + 0.6 * ow)
+    else:
+        bounds = (0.0, float(h - oh), 0.0, float(w - ow))
     return DemoObject(
         shape=shape,
         texture=texture,
@@ -142,7 +182,7 @@ def _make_object(
         wobble=float(rng.uniform(0, side / 12)),
         appear=appear,
         template=template,
-        bounds=None if leaves else (float(h - oh), float(w - ow)),
+        bounds=bounds,
     )
 
 
@@ -181,9 +221,9 @@ def render_demo_video(
     h, w = size
     rng = np.random.default_rng([seed, index])
     num_objects = int(rng.integers(2, 5))
-    templates = [int(t) for t in rng.integers(0, len(_TEMPLATES), size=num_objects)]
-    if num_objects >= 3:
-        templates[2] = templates[0]  # a look-alike of object 0 in the same video
+    # distinct looks and outlines within the video
+    templates = [int(t) for t in rng.choice(len(_TEMPLATES), size=num_objects, replace=False)]
+    outlines = [_SHAPES[int(s)] for s in rng.choice(len(_SHAPES), size=num_objects, replace=False)]
     objects = [
         _make_object(
             rng,
@@ -191,6 +231,7 @@ def render_demo_video(
             w=w,
             num_frames=num_frames,
             template=t,
+            outline=outlines[i],
             late=(i == num_objects - 1 and i > 0),
             leaves=(i == 1),
         )
