@@ -51,14 +51,8 @@ import time
 from typing import Any
 
 import torch
+from saved_batches import BATCH_FIELDS  # this folder (the script's sys.path[0])
 
-BATCH_FIELDS = (
-    "img_batch",
-    "masks",
-    "obj_to_frame_idx",
-    "unique_objects_identifier",
-    "frame_orig_size",
-)
 MODEL = "tiny"
 TARGET = 90.0
 HERE = os.path.dirname(os.path.abspath(__file__))

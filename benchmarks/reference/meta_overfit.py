@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 import torch
-from meta_trajectory import MOSE, SIZES  # same folder (the script's directory is on sys.path)
+from meta_common import MOSE, SIZES, datapoint  # this folder (the script's sys.path[0])
 
 
 def compose(res: int, lr: dict[str, float], num_pt: int) -> Any:
@@ -54,7 +54,6 @@ def main() -> int:
     torch.manual_seed(int(inp["seed"]))  # dropout and click coordinates
     from hydra.utils import instantiate
     from training.optimizer import construct_optimizer
-    from training.utils.data_utils import BatchedVideoDatapoint, BatchedVideoMetaData
 
     cfg = compose(int(inp["res"]), inp["lr"], int(inp["num_correction_pt_per_frame"]))
     model = instantiate(cfg.trainer.model, _recursive_=True).train()
@@ -64,27 +63,12 @@ def main() -> int:
     optim = construct_optimizer(model, o.optimizer, o.options, o.param_group_modifiers)
     clipper = instantiate(o.gradient_clip)
 
-    def datapoint(b: dict[str, torch.Tensor]) -> BatchedVideoDatapoint:
-        t = b["img_batch"].shape[0]
-        return BatchedVideoDatapoint(
-            img_batch=b["img_batch"],
-            obj_to_frame_idx=b["obj_to_frame_idx"],
-            masks=b["masks"],
-            metadata=BatchedVideoMetaData(
-                unique_objects_identifier=b["unique_objects_identifier"],
-                frame_orig_size=b["frame_orig_size"],
-                batch_size=[t],
-            ),
-            dict_key="all",
-            batch_size=[t],
-        )
-
     steps, every, pool = int(inp["steps"]), int(inp["eval_every"]), inp["pool"]
     losses: list[float] = []
     t_train = 0.0
     for i in range(steps):
         t0 = time.perf_counter()
-        batch = datapoint(pool[i % len(pool)])
+        batch = datapoint(pool[i % len(pool)], dict_key="all")
         optim.zero_grad(set_to_none=True)
         out = loss_fn(model(batch), batch.masks)
         core = out["core_loss"]
