@@ -76,7 +76,15 @@ def run(args: argparse.Namespace) -> int:
     if args.k8s_manifests:
         errors = validate_manifests(out, crd_dir)
         if errors:
-            print("\n".join(f"invalid: {e}" for e in errors), file=sys.stderr)
+            # Our own output failed the CRDs (a bug, not bad input): leave nothing that looks
+            # usable, and say it in one line.
+            Path(out).unlink(missing_ok=True)
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            print(
+                f"sam2kf compile: the compiled resources fail the CRDs in {crd_dir}: "
+                f"{errors[0]}{more}; nothing written. Please report this with --debug output",
+                file=sys.stderr,
+            )
             return 1
         print(f"validated against the KFP CRDs in {crd_dir}")
         print(f"wrote {out}: kubectl apply -f {out}")

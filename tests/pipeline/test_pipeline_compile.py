@@ -306,3 +306,18 @@ def test_run_form_launch_defaults_agree_with_the_launch_spec_or_are_listed(
         RUN_FORM_LAUNCH["nproc_per_node"],
         RUN_FORM_LAUNCH["gpus_per_process"],
     )
+
+
+def test_compiled_resources_that_fail_the_crds_leave_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pipelines.compile as compile_module
+
+    monkeypatch.setattr(
+        compile_module, "validate_manifests", lambda out, crd_dir: ["a: bad", "b: bad"]
+    )
+    out = tmp_path / "crs.yaml"
+    assert main(["compile", "-o", str(out), "--k8s-manifests"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "a: bad (and 1 more)" in err
+    assert not out.exists()
