@@ -116,7 +116,16 @@ class GroupInfo:
     param_names: list[str]
 
 
+#: Where ``module_cls_names`` may point: a config value must never import arbitrary code.
+MODULE_CLASS_PREFIXES = ("torch.nn.", "sam2_core.model.")
+
+
 def _resolve_class(path: str) -> type:
+    if not path.startswith(MODULE_CLASS_PREFIXES):
+        raise ValueError(
+            f"optim: module class {path!r} is not allowed; module_cls_names may name classes "
+            f"under {' or '.join(MODULE_CLASS_PREFIXES)} only (e.g. torch.nn.LayerNorm)"
+        )
     module_name, _, cls_name = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)

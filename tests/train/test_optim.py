@@ -127,3 +127,12 @@ def test_step_changes_params() -> None:
     model.no_mem_embed.sum().mul(1.0).backward()
     opt.step()
     assert not torch.equal(before, model.no_mem_embed.detach())
+
+
+def test_module_class_names_cannot_import_arbitrary_code() -> None:
+    from sam2_core.train.optim import ScheduleSpec, assign_params
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))
+    spec = ScheduleSpec(start=0.0, module_cls_names=["os.system"])
+    with pytest.raises(ValueError, match="not allowed"):
+        assign_params(model, [spec, ScheduleSpec(start=0.1)], "weight_decay")
