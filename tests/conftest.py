@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,19 @@ def published_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(storage, "write_bytes_atomic", spy)
     return order
+
+
+@pytest.fixture(autouse=True)
+def _isolated_root_logging() -> Iterator[None]:
+    """Each test leaves the root logger's handlers and level as it found them: a handler added
+    during a test (the CLI's, kfp.local's) may hold that test's captured stream, which pytest
+    closes afterwards, and a later test logging through it would fail."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+    root.setLevel(level)
