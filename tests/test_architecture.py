@@ -62,6 +62,21 @@ SEPARATED: tuple[tuple[str, str], ...] = (
 )
 
 
+#: Finer rules inside the layers: a package (prefix) may import, of the project, only these
+#: prefixes (its own package always). model stands on storage and download alone; launch on
+#: storage and the package root; inside data, readers import neither prep nor loader, and prep
+#: and loader import readers but not each other.
+MAY_IMPORT: dict[str, tuple[str, ...]] = {
+    "sam2_core.model": ("sam2_core.storage", "sam2_core.download"),
+    "sam2_core.launch": ("sam2_core.storage",),
+    "sam2_core.data.readers": ("sam2_core.storage",),
+    "sam2_core.data.prep": ("sam2_core.storage", "sam2_core.data.readers"),
+    "sam2_core.data.loader": ("sam2_core.storage", "sam2_core.data.readers"),
+}
+#: Who may import the workflow: the components and the CLI's commands.
+WORKFLOW_USERS = ("components", "sam2_core.commands")
+
+
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(REPO).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -271,3 +286,66 @@ def test_names_that_collided_are_defined_once(name: str) -> None:
             if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name:
                 where.append(mod)
     assert len(where) <= 1, f"{name} is defined in {where}"
+
+
+def _under(mod: str, prefix: str) -> bool:
+    return mod == prefix or mod.startswith(prefix + ".")
+
+
+def test_packages_import_only_what_they_may() -> None:
+    bad = []
+    for mod, path in MODULES.items():
+        rule = max((p for p in MAY_IMPORT if _under(mod, p)), key=len, default=None)
+        if rule is None:
+            continue
+        allowed = (rule, *MAY_IMPORT[rule])
+        for line, target, _ in imports_of(mod, path):
+            # the package root holds only the version
+            if target != "sam2_core" and not any(_under(target, a) for a in allowed):
+                bad.append(f"{path.relative_to(REPO)}:{line} imports {target} ({rule})")
+    assert not bad, "imports a package may not make:\n" + "\n".join(bad)
+
+
+def test_only_components_and_commands_import_the_workflow() -> None:
+    bad = [
+        f"{path.relative_to(REPO)}:{line}"
+        for mod, path in MODULES.items()
+        if mod != "sam2_core.workflow" and not any(_under(mod, u) for u in WORKFLOW_USERS)
+        for line, target, _ in imports_of(mod, path)
+        if target == "sam2_core.workflow"
+    ]
+    assert not bad, "the workflow imported from below the components/CLI:\n" + "\n".join(bad)
+
+
+def test_model_classes_have_one_base() -> None:
+    """The model composes: every class in sam2_core.model has at most one base."""
+    bad = [
+        f"{path.relative_to(REPO)}: {node.name}"
+        for mod, path in MODULES.items()
+        if _under(mod, "sam2_core.model")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and len(node.bases) > 1
+    ]
+    assert not bad, bad
+
+
+def test_launch_and_the_top_floors_do_not_import_importlib() -> None:
+    """Engines, workflow, components, pipelines and the CLI load nothing by name."""
+    floors = ("sam2_core.launch", "sam2_core.workflow", "sam2_core.commands", "sam2_core.cli")
+    bad = []
+    for mod, path in MODULES.items():
+        if not (
+            mod.split(".")[0] in ("components", "pipelines") or any(_under(mod, f) for f in floors)
+        ):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if "importlib" in names or any(n.startswith("importlib.") for n in names):
+                bad.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not bad, bad
