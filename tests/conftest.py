@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -96,3 +96,38 @@ def _isolated_root_logging() -> Iterator[None]:
         if h not in handlers:
             root.removeHandler(h)
     root.setLevel(level)
+
+
+@pytest.fixture()
+def file_server() -> Iterator[Callable[[Path], tuple[str, list[str]]]]:
+    """Serve a folder over HTTP on 127.0.0.1 (a stand-in for a download host):
+    ``file_server(folder)`` -> ``(base URL, paths requested so far)``; stopped after the test."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(folder: Path) -> tuple[str, list[str]]:
+        seen: list[str] = []
+
+        class Handler(SimpleHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.path)
+                super().do_GET()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        srv = ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder))
+        )
+        srv.daemon_threads = True
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}", seen
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()

@@ -7,10 +7,8 @@ training pods would get.
 
 from __future__ import annotations
 
-import http.server
 import os
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,32 +43,14 @@ class RecordingEngine:
 
 
 @pytest.fixture()
-def mirror() -> Iterator[tuple[str, list[str]]]:
-    """An HTTP server with ``sam2.1_hiera_tiny.pt``; yields its URL and the paths requested."""
-    requested: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            requested.append(self.path)
-            if not self.path.endswith("/sam2.1_hiera_tiny.pt"):
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(PAYLOAD)))
-            self.end_headers()
-            self.wfile.write(PAYLOAD)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/ckpts", requested
-    finally:
-        server.shutdown()
-        server.server_close()
+def mirror(
+    tmp_path: Path, file_server: Callable[[Path], tuple[str, list[str]]]
+) -> tuple[str, list[str]]:
+    """An HTTP server with ``sam2.1_hiera_tiny.pt``; its URL and the paths requested."""
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    (folder / "sam2.1_hiera_tiny.pt").write_bytes(PAYLOAD)
+    return file_server(tmp_path)
 
 
 def test_empty_registry_starts_from_released_weights(
@@ -79,7 +59,8 @@ def test_empty_registry_starts_from_released_weights(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    url, requested = mirror
+    base, requested = mirror
+    url = f"{base}/ckpts"
     monkeypatch.setenv(released.MIRROR_ENV, url)
     monkeypatch.delenv(released.CACHE_ENV, raising=False)
     engine = RecordingEngine()

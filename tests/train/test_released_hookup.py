@@ -11,14 +11,10 @@ runs in seconds; every name lookup, download, cache and strict load is the real 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
-import threading
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -52,30 +48,12 @@ def tiny_releases(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(MIRROR_ENV, raising=False)
 
 
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def http_mirror(mirror: Path) -> Iterator[tuple[str, list[str]]]:
+def http_mirror(
+    mirror: Path, file_server: Callable[[Path], tuple[str, list[str]]]
+) -> tuple[str, list[str]]:
     """``(base URL, paths requested)`` of a loopback server over the mirror folder."""
-    seen: list[str] = []
-
-    class Handler(_Quiet):
-        def do_GET(self) -> None:
-            seen.append(self.path)
-            super().do_GET()
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(mirror)))
-    srv.daemon_threads = True
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}", seen
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    return file_server(mirror)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
